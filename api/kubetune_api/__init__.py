@@ -1,0 +1,1 @@
+"""The kubetune HTTP API: the seed's fine-tuning endpoints on top of FineTuneJob resources."""

@@ -1,0 +1,1 @@
+"""The FineTuneJob contract: typed models from which the CRD is generated (the one source of truth)."""
