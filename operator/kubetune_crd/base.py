@@ -1,0 +1,31 @@
+"""The base model every FineTuneJob type derives from.
+
+Kubernetes resources use camelCase field names; Python code uses snake_case. One base class
+maps between the two so the typed models, the generated CRD and the API agree.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class CamelModel(BaseModel):
+    """A model serialised with camelCase keys; unknown keys are an error (no silent loss)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    def to_k8s(self) -> dict[str, object]:
+        """The camelCase dict a Kubernetes object holds, without unset optional fields."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StatusModel(CamelModel):
+    """Status types tolerate fields they do not know (written by a newer operator)."""
+
+    model_config = ConfigDict(extra="ignore")

@@ -1,0 +1,283 @@
+"""The FineTuneJob spec: what a user asks for.
+
+These pydantic models are the ONE source of truth for the spec. The CRD's OpenAPI schema is
+generated from them (`make crds`), the API validates requests with them, the operator builds
+Jobs from them and the trainer reads its configuration from them. Field descriptions become
+`kubectl explain` text.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from kubetune_crd.base import CamelModel
+
+# A DNS-1123 label (Kubernetes object names such as claims and secrets).
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Catalog alias (`phi`), Hugging Face id (`microsoft/phi-2`) or a path on a mounted volume.
+MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
+DATASET_URL = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https://[^\s]+|[^\s:]+)$"
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+DatasetFormat = Literal["auto", "csv", "jsonl"]
+Method = Literal["lora", "full"]
+
+
+class SecretRef(CamelModel):
+    """A Secret in the FineTuneJob's namespace."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253, description="Secret name.")]
+
+
+class DatasetSpec(CamelModel):
+    """Where the training data is and which columns hold it."""
+
+    url: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=2048,
+            pattern=DATASET_URL,
+            description=(
+                "Dataset location: a path relative to the data volume (data/train.csv), "
+                "an https:// URL, or an s3://bucket/key URI."
+            ),
+        ),
+    ]
+    format: DatasetFormat = Field(
+        default="auto", description="File format; auto picks it from the file extension."
+    )
+    text_column: str = Field(
+        default="text", min_length=1, max_length=128, description="Column holding raw text."
+    )
+    prompt_column: str = Field(
+        default="prompt",
+        min_length=1,
+        max_length=128,
+        description="Column holding the prompt of prompt/completion pairs.",
+    )
+    completion_column: str = Field(
+        default="completion",
+        min_length=1,
+        max_length=128,
+        description="Column holding the completion (the loss is computed on it only).",
+    )
+    messages_column: str = Field(
+        default="messages",
+        min_length=1,
+        max_length=128,
+        description="Column holding chat messages (rendered with the model's chat template).",
+    )
+    validation_split: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=0.5,
+        description="Fraction of rows held out to measure eval loss before and after training.",
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            "Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally "
+            "AWS_ENDPOINT_URL, AWS_REGION) for an s3:// dataset."
+        ),
+    )
+
+
+class LoraSpec(CamelModel):
+    """LoRA adapter settings (used when method is lora)."""
+
+    r: int = Field(default=16, ge=1, le=512, description="LoRA rank.")
+    alpha: int = Field(default=32, ge=1, le=1024, description="LoRA alpha (scaling).")
+    dropout: float = Field(default=0.05, ge=0.0, le=0.9, description="LoRA dropout.")
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Module names to adapt; empty picks the attention and MLP projections.",
+    )
+
+
+class MethodSpec(CamelModel):
+    """How the model is fine-tuned."""
+
+    type: Method = Field(default="lora", description="lora (adapter) or full fine-tuning.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
+    merge_adapter: bool = Field(
+        default=False,
+        description="For lora: also save the base model with the adapter merged in.",
+    )
+
+
+class HyperparametersSpec(CamelModel):
+    """Training hyperparameters (the seed API's epochs, batch_size, learning_rate and more)."""
+
+    epochs: int = Field(default=3, ge=1, le=20, description="Passes over the training data.")
+    batch_size: int = Field(default=4, ge=1, le=16, description="Sequences per device step.")
+    learning_rate: float = Field(default=2e-5, gt=0.0, le=1.0, description="Peak learning rate.")
+    max_seq_length: int = Field(
+        default=1024, ge=16, le=131072, description="Tokens per training sequence."
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, le=1024, description="Micro-batches per optimizer step."
+    )
+    warmup_ratio: float = Field(
+        default=0.03, ge=0.0, le=0.5, description="Fraction of steps with linear warm-up."
+    )
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed.")
+    packing: bool = Field(
+        default=True,
+        description="Pack several examples into each sequence instead of padding.",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Trade compute for memory on large models."
+    )
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    logging_steps: int = Field(
+        default=10, ge=1, le=10000, description="Report progress every this many steps."
+    )
+
+
+class ResourcesSpec(CamelModel):
+    """Compute the trainer pod asks for."""
+
+    gpus: int = Field(default=1, ge=0, le=64, description="nvidia.com/gpu count (0 runs on CPU).")
+    cpu: str | None = Field(
+        default=None, pattern=QUANTITY, description="CPU request and limit, e.g. 8 or 4500m."
+    )
+    memory: str | None = Field(
+        default=None, pattern=QUANTITY, description="Memory request and limit, e.g. 32Gi."
+    )
+
+
+class Toleration(CamelModel):
+    """A core/v1 Toleration for the trainer pod."""
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Operator.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect."
+    )
+    toleration_seconds: int | None = Field(default=None, description="For NoExecute taints.")
+
+
+class SchedulingSpec(CamelModel):
+    """Where and when the trainer pod may run."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the trainer pod requires."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations for GPU node taints."
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, description="PriorityClass of the trainer pod."
+    )
+    queue_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="Kueue LocalQueue; the Job is created suspended for Kueue to admit.",
+    )
+
+
+class PvcOutput(CamelModel):
+    """Store the model on a PersistentVolumeClaim."""
+
+    claim_name: str = Field(pattern=DNS_LABEL, max_length=253, description="Claim name.")
+    path: str = Field(
+        default="models",
+        max_length=512,
+        pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+        description="Directory inside the claim that holds models (no '..').",
+    )
+
+
+class S3Output(CamelModel):
+    """Store the model under an S3 prefix."""
+
+    uri: str = Field(pattern=S3_URI, max_length=1024, description="s3://bucket/prefix for models.")
+    credentials_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=512,
+        description="S3-compatible endpoint (MinIO, Ceph); empty for AWS.",
+    )
+    region: str | None = Field(default=None, max_length=64, description="Bucket region.")
+
+
+class OutputSpec(CamelModel):
+    """Where the fine-tuned model goes: exactly one of pvc or s3."""
+
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="Directory name of the model; default <model>-finetuned-<job name>.",
+    )
+    pvc: PvcOutput | None = Field(default=None, description="PersistentVolumeClaim output.")
+    s3: S3Output | None = Field(default=None, description="S3 output.")
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> OutputSpec:
+        if (self.pvc is None) == (self.s3 is None):
+            raise ValueError("output needs exactly one of pvc or s3")
+        return self
+
+
+class CheckpointSpec(CamelModel):
+    """How often training state is saved so a restarted pod resumes instead of starting over."""
+
+    every_steps: int = Field(
+        default=200, ge=0, le=1_000_000, description="Save every N steps (0: only on SIGTERM)."
+    )
+    keep: int = Field(default=2, ge=1, le=100, description="Complete checkpoints to keep.")
+
+
+class FineTuneJobSpec(CamelModel):
+    """A request to fine-tune a language model on a dataset."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=MODEL_REF,
+        description="Catalog alias (phi, mistral, tiny...), Hugging Face model id, or path.",
+    )
+    dataset: DatasetSpec = Field(description="The training data.")
+    method: MethodSpec = Field(default_factory=MethodSpec, description="lora or full.")
+    hyperparameters: HyperparametersSpec = Field(
+        default_factory=HyperparametersSpec, description="Training hyperparameters."
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="GPUs, CPU and memory for the trainer."
+    )
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec, description="Node selection, tolerations, priority, queue."
+    )
+    output: OutputSpec | None = Field(
+        default=None, description="Where the model is stored; default: the operator's models PVC."
+    )
+    checkpoint: CheckpointSpec = Field(
+        default_factory=CheckpointSpec, description="Checkpoint interval and retention."
+    )
+    deadline_seconds: int = Field(
+        default=86400,
+        ge=60,
+        le=30 * 86400,
+        description="Wall-clock limit for the whole job (activeDeadlineSeconds).",
+    )
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries after a retryable failure (backoffLimit)."
+    )
+    cancel: bool = Field(
+        default=False,
+        description="Set to true to stop the job; the resource is kept with phase Cancelled.",
+    )

@@ -1,0 +1,123 @@
+"""The FineTuneJob status: what the operator (and the trainer's progress reports) observed.
+
+Written only through the status subresource. The operator derives it with a pure function
+from the Job, its pods and events; the API reports it as is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubetune_crd.base import StatusModel
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+PendingReason = Literal[
+    "Creating", "Unschedulable", "Queued", "ImagePull", "ContainerCreating", "WaitingForRetry"
+]
+FailureReason = Literal[
+    "BadInput",
+    "OutOfMemory",
+    "ImagePull",
+    "DeadlineExceeded",
+    "Cancelled",
+    "BackoffLimitExceeded",
+    "Unknown",
+]
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str = Field(description="Condition type, e.g. Running, Succeeded, Failed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the condition was set for."
+    )
+
+
+class PendingInfo(StatusModel):
+    """Why the job is not running yet."""
+
+    reason: PendingReason = Field(description="Unschedulable, Queued, ImagePull...")
+    message: str = Field(default="", description="E.g. the scheduler's FailedScheduling message.")
+    since: str | None = Field(default=None, description="When this reason was first seen.")
+
+
+class Progress(StatusModel):
+    """Live training progress, reported by the trainer."""
+
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="0.0 to 1.0.")
+    step: int = Field(default=0, ge=0, description="Optimizer steps done.")
+    total_steps: int | None = Field(default=None, ge=0, description="Optimizer steps planned.")
+    epoch: float | None = Field(default=None, ge=0.0, description="Fractional epoch.")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    learning_rate: float | None = Field(default=None, description="Current learning rate.")
+    tokens_per_second: float | None = Field(default=None, description="Real (non-pad) tokens/s.")
+    eta_seconds: float | None = Field(default=None, ge=0.0, description="Estimated time left.")
+    stage: str | None = Field(
+        default=None, description="loading, validating, training, evaluating, saving."
+    )
+    updated_at: str | None = Field(default=None, description="When the trainer reported this.")
+
+
+class Metrics(StatusModel):
+    """Held-out evaluation before and after fine-tuning (the seed's compare before/after)."""
+
+    train_loss: float | None = Field(default=None, description="Final training loss.")
+    eval_loss_before: float | None = Field(default=None, description="Eval loss of the base model.")
+    eval_loss_after: float | None = Field(default=None, description="Eval loss after training.")
+    perplexity_before: float | None = Field(default=None, description="exp(eval_loss_before).")
+    perplexity_after: float | None = Field(default=None, description="exp(eval_loss_after).")
+    train_rows: int | None = Field(default=None, description="Training rows used.")
+    eval_rows: int | None = Field(default=None, description="Held-out rows.")
+    train_tokens: int | None = Field(default=None, description="Real tokens trained on.")
+
+
+class ModelInfo(StatusModel):
+    """The stored model."""
+
+    name: str = Field(description="Model directory name, e.g. phi-finetuned-20240115_103045.")
+    path: str | None = Field(default=None, description="Path inside the models PVC.")
+    uri: str = Field(description="pvc://claim/path or s3://bucket/prefix of the model.")
+    size_bytes: int | None = Field(default=None, ge=0, description="Total size of the files.")
+    format: str | None = Field(
+        default=None, description="safetensors (full) or peft-lora (adapter), +merged."
+    )
+    base_model: str = Field(description="Resolved base model id or path.")
+    base_model_alias: str | None = Field(default=None, description="Catalog alias asked for.")
+    created: str | None = Field(default=None, description="When the model was written.")
+
+
+class FailureInfo(StatusModel):
+    """Why the job failed, classified."""
+
+    reason: FailureReason = Field(description="BadInput, OutOfMemory, ImagePull, Deadline...")
+    message: str = Field(default="", max_length=4096, description="Short, secret-free message.")
+    exit_code: int | None = Field(default=None, description="Trainer container exit code.")
+
+
+class FineTuneJobStatus(StatusModel):
+    """Observed state of a FineTuneJob."""
+
+    phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded...")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation last acted on."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Latest conditions.")
+    job_name: str | None = Field(default=None, description="The batch/v1 Job running it.")
+    start_time: str | None = Field(default=None, description="When the trainer first ran.")
+    completion_time: str | None = Field(default=None, description="When it reached an end.")
+    attempts: int = Field(default=0, ge=0, description="Trainer pods started so far.")
+    pending: PendingInfo | None = Field(default=None, description="Why it is not running yet.")
+    progress: Progress | None = Field(default=None, description="Live progress.")
+    metrics: Metrics | None = Field(default=None, description="Eval loss before and after.")
+    model: ModelInfo | None = Field(default=None, description="The model, once stored.")
+    failure: FailureInfo | None = Field(default=None, description="Why it failed.")
+    message: str | None = Field(default=None, description="One line for humans.")
