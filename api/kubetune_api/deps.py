@@ -1,0 +1,94 @@
+"""Shared state of one app instance and the dependencies handlers use."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, HTTPException, Request
+from kubetune_crd.catalog import Catalog
+
+from kubetune_api.auth import KeyRing, Tenant, bearer_token
+from kubetune_api.job_ids import job_id_to_name
+from kubetune_api.metrics import Metrics
+from kubetune_api.service import Resolver
+from kubetune_api.settings import Settings
+from kubetune_api.store import JobStore
+from kubetune_api.validation import resolve_host
+from kubetune_api.views import JobRecord
+
+_DNS_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dns")
+
+
+def resolver_with_timeout(timeout: float) -> Resolver:
+    """getaddrinfo has no timeout of its own: bound it (an unanswered lookup resolves to [])."""
+
+    def resolve(host: str) -> list[str]:
+        future = _DNS_POOL.submit(resolve_host, host)
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            return []
+
+    return resolve
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    catalog: Catalog
+    metrics: Metrics
+    resolver: Resolver
+    store: JobStore | None = None
+    keyring: KeyRing | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def require_store(self) -> JobStore:
+        if self.store is None:
+            raise HTTPException(status_code=503, detail="not connected to the cluster yet")
+        return self.store
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.kubetune
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+def current_tenant(request: Request, state: State) -> Tenant:
+    """The caller's tenant: from the bearer API key, or the configured namespace (auth off)."""
+    if state.settings.auth_disabled:
+        return Tenant(namespace=state.settings.namespace)
+    token = bearer_token(request.headers.get("authorization"))
+    keyring = state.keyring
+    tenant = keyring.lookup(token) if (token and keyring is not None) else None
+    if tenant is None:
+        raise HTTPException(
+            status_code=401,
+            detail="missing or invalid API key (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.state.tenant = tenant.namespace
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+
+
+async def find_job(state: AppState, tenant: Tenant, job_id: str) -> JobRecord:
+    """The tenant's job with that id, or 404 (also for another tenant's job)."""
+    store = state.require_store()
+    name = job_id_to_name(job_id)
+    rec: JobRecord | None = None
+    if name is not None:
+        if store.read_mode == "direct":
+            rec = await anyio.to_thread.run_sync(store.get, tenant.namespace, name)
+        else:
+            rec = store.get(tenant.namespace, name)
+    if rec is None:
+        raise HTTPException(status_code=404, detail=f"job {job_id} not found")
+    return rec

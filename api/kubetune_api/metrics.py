@@ -1,0 +1,68 @@
+"""Prometheus metrics: requests, latencies, jobs by phase, cache health. One registry per app."""
+
+from __future__ import annotations
+
+from collections import Counter as TallyCounter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kubetune_api.store import JobStore
+
+PHASES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
+
+
+class _StoreCollector(Collector):
+    """Reads jobs by phase and cache state from the store at scrape time."""
+
+    def __init__(self, store: Callable[[], JobStore | None]) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        store = self._store()
+        jobs = GaugeMetricFamily(
+            "kubetune_api_jobs", "FineTuneJobs in the cache by phase", labels=["phase"]
+        )
+        synced = GaugeMetricFamily("kubetune_api_cache_synced", "1 once the cache is listed")
+        restarts = GaugeMetricFamily(
+            "kubetune_api_watch_restarts", "Watch interruptions resumed since start"
+        )
+        if store is not None:
+            tally = TallyCounter(rec.phase or "Pending" for rec in store.cache.all())
+            for phase in PHASES:
+                jobs.add_metric([phase], tally.get(phase, 0))
+            synced.add_metric([], 1.0 if store.synced() else 0.0)
+            restarts.add_metric([], sum(i.restarts for i in store.informers))
+        yield jobs
+        yield synced
+        yield restarts
+
+
+class Metrics:
+    def __init__(self, store: Callable[[], JobStore | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kubetune_api_requests",
+            "HTTP requests by method, route and status code",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kubetune_api_request_duration_seconds",
+            "HTTP request latency by method and route",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.jobs_created = Counter(
+            "kubetune_api_jobs_created",
+            "FineTuneJobs created through the API",
+            registry=self.registry,
+        )
+        self.registry.register(_StoreCollector(store))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)

@@ -1,0 +1,258 @@
+"""Pure mapping from FineTuneJob objects to what the API answers.
+
+A `JobRecord` is built once per object version (when the watch delivers it), so reads only
+look it up. Status words follow the seed on `/api/finetune/*` (`completed` when done).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+from kubetune_crd.status import FineTuneJobStatus
+from pydantic import ValidationError
+
+from kubetune_api.job_ids import name_to_job_id
+from kubetune_api.schemas import JobStatus, ModelEntry, ModelsResponse, SeedStatus
+
+log = logging.getLogger(__name__)
+
+# Labels and annotations the API writes on FineTuneJobs.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_CREATED_BY = "kubetune.io/created-by"
+LABEL_IDEMPOTENCY = "kubetune.io/idempotency-key-hash"
+ANNOTATION_JOB_ID = "kubetune.io/job-id"
+ANNOTATION_IDEMPOTENCY_KEY = "kubetune.io/idempotency-key"
+ANNOTATION_REQUEST_HASH = "kubetune.io/request-hash"
+ANNOTATION_REQUEST = "kubetune.io/request"
+
+PHASE_TO_SEED: dict[str, SeedStatus] = {
+    "Pending": "pending",
+    "Running": "running",
+    "Succeeded": "completed",
+    "Failed": "failed",
+    "Cancelled": "cancelled",
+}
+SEED_STATUSES: tuple[SeedStatus, ...] = (
+    "pending",
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def seed_time(value: str | None) -> str | None:
+    """`2024-01-15T10:30:45` (UTC), the seed's form."""
+    parsed = parse_time(value)
+    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") if parsed else None
+
+
+def rv_int(resource_version: str | None) -> int | None:
+    try:
+        return int(resource_version or "")
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One FineTuneJob as the API sees it."""
+
+    namespace: str
+    name: str
+    job_id: str
+    obj: dict[str, Any] = field(repr=False)
+    status: FineTuneJobStatus
+    resource_version: str
+    created: datetime | None
+    model: str
+    idempotency_hash: str | None
+    request_hash: str | None
+    cancel: bool
+
+    @cached_property
+    def status_json(self) -> bytes:
+        """The seed status body, serialised once per object version."""
+        return job_status(self).model_dump_json().encode()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def phase(self) -> str | None:
+        return self.status.phase
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec = self.obj.get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        meta = self.obj.get("metadata") or {}
+        return meta.get("annotations") or {}
+
+    @property
+    def uid(self) -> str | None:
+        uid = (self.obj.get("metadata") or {}).get("uid")
+        return str(uid) if uid else None
+
+    @property
+    def seed_status(self) -> SeedStatus:
+        return seed_status(self.status)
+
+    @property
+    def created_ts(self) -> float:
+        return self.created.timestamp() if self.created else 0.0
+
+    def request(self) -> dict[str, Any] | None:
+        raw = self.annotations.get(ANNOTATION_REQUEST)
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
+def record_from_obj(obj: dict[str, Any]) -> JobRecord:
+    """Build the record of an object read from the apiserver (tolerant of odd statuses)."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    raw_status = obj.get("status") or {}
+    try:
+        status = FineTuneJobStatus.model_validate(raw_status)
+    except ValidationError as exc:
+        log.warning("unreadable status of %s/%s: %s", meta.get("namespace"), name, exc)
+        status = FineTuneJobStatus()
+    spec = obj.get("spec") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    return JobRecord(
+        namespace=str(meta.get("namespace", "")),
+        name=name,
+        job_id=annotations.get(ANNOTATION_JOB_ID) or name_to_job_id(name),
+        obj=obj,
+        status=status,
+        resource_version=str(meta.get("resourceVersion", "")),
+        created=parse_time(meta.get("creationTimestamp")),
+        model=str(spec.get("model", "")),
+        idempotency_hash=labels.get(LABEL_IDEMPOTENCY),
+        request_hash=annotations.get(ANNOTATION_REQUEST_HASH),
+        cancel=bool(spec.get("cancel", False)),
+    )
+
+
+def seed_status(status: FineTuneJobStatus) -> SeedStatus:
+    phase = status.phase
+    if phase is None:
+        return "pending"
+    if phase == "Pending" and status.pending is not None and status.pending.reason == "Queued":
+        return "queued"
+    return PHASE_TO_SEED.get(phase, "pending")
+
+
+def model_location(status: FineTuneJobStatus) -> str | None:
+    """The seed's `model_path`: `models/<name>` on the PVC, or the S3 URI."""
+    if status.model is None:
+        return None
+    return status.model.path or status.model.uri
+
+
+def job_status(rec: JobRecord) -> JobStatus:
+    st = rec.status
+    progress = st.progress
+    fraction = 1.0 if st.phase == "Succeeded" else (progress.fraction if progress else 0.0)
+    return JobStatus(
+        job_id=rec.job_id,
+        status=rec.seed_status,
+        progress=max(0.0, min(1.0, fraction)),
+        model_path=model_location(st) if st.phase == "Succeeded" else None,
+        model=rec.model or None,
+        phase=st.phase,
+        message=st.message,
+        stage=progress.stage if progress else None,
+        step=progress.step if progress else None,
+        total_steps=progress.total_steps if progress else None,
+        epoch=progress.epoch if progress else None,
+        loss=progress.loss if progress else None,
+        eta_seconds=progress.eta_seconds if progress else None,
+        pending_reason=st.pending.reason if st.pending else None,
+        pending_message=st.pending.message if st.pending else None,
+        failure_reason=st.failure.reason if st.failure else None,
+        failure_message=st.failure.message if st.failure else None,
+        cancel_requested=rec.cancel,
+        created=(rec.obj.get("metadata") or {}).get("creationTimestamp"),
+        started=st.start_time,
+        finished=st.completion_time,
+        metrics=st.metrics.model_dump(exclude_none=True) if st.metrics else None,
+    )
+
+
+def size_mb(size_bytes: int | None) -> int:
+    """Whole MiB, rounded up so a non-empty model never shows 0."""
+    if not size_bytes:
+        return 0
+    return max(1, math.ceil(size_bytes / (1024 * 1024)))
+
+
+def models_view(records: Iterable[JobRecord]) -> ModelsResponse:
+    """The seed's models list: Succeeded jobs' models, newest first, `latest` per base model."""
+    rows: list[tuple[datetime, ModelEntry]] = []
+    for rec in records:
+        st = rec.status
+        if st.phase != "Succeeded" or st.model is None:
+            continue
+        info = st.model
+        created_raw = info.created or st.completion_time
+        when = parse_time(created_raw) or rec.created or datetime.fromtimestamp(0, timezone.utc)
+        rows.append(
+            (
+                when,
+                ModelEntry(
+                    name=info.name,
+                    base_model=info.base_model_alias or rec.model or info.base_model,
+                    created=seed_time(created_raw) or seed_time(_iso(rec.created)),
+                    size_mb=size_mb(info.size_bytes),
+                    latest=False,
+                    path=info.path or info.uri,
+                ),
+            )
+        )
+    rows.sort(key=lambda row: (row[0], row[1].name), reverse=True)
+    seen: set[str] = set()
+    models: list[ModelEntry] = []
+    for _, entry in rows:
+        if entry.base_model not in seen:
+            seen.add(entry.base_model)
+            entry = entry.model_copy(update={"latest": True})
+        models.append(entry)
+    return ModelsResponse(models=models, total=len(models))
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def sort_newest_first(records: Iterable[JobRecord]) -> list[JobRecord]:
+    return sorted(records, key=lambda r: (r.created_ts, r.name), reverse=True)

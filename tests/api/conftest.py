@@ -1,0 +1,169 @@
+"""Fixtures of the API tests: the CRD on the real cluster, API servers, status patching."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from api.api_proc import ApiProcess
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
+
+
+# Concurrent pytest sessions share tests/conftest.py's cluster directory, and the first to
+# end stops it under the others: KUBETUNE_API_TEST_CLUSTER_DIR gives this session its own.
+if os.environ.get("KUBETUNE_API_TEST_CLUSTER_DIR"):
+    _root = sys.modules.get("conftest")
+    if _root is not None and hasattr(_root, "TEST_CLUSTER_DIR"):
+        _root.TEST_CLUSTER_DIR = Path(os.environ["KUBETUNE_API_TEST_CLUSTER_DIR"])
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Any) -> None:
+    """The FineTuneJob CRD installed and established."""
+    cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/finetunejobs.kubetune.io", "--timeout=60s"
+    )
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local data root holding the seed's sample at the seed's path."""
+    root = tmp_path_factory.mktemp("data-root")
+    (root / "data").mkdir()
+    (root / "data" / "frigo_training.csv").write_text(
+        'text\n"Frigo très froid, compresseur fait bruit"\n"Fuite d\'eau sous le frigo"\n'
+    )
+    (root / "data" / "frigo_training.jsonl").write_text('{"text": "Fuite d\'eau"}\n')
+    return root
+
+
+@pytest.fixture
+def start_api(cluster: Any, crd: None) -> Iterator[Callable[..., ApiProcess]]:
+    """Start API servers against the cluster; all are stopped at the end of the test."""
+    started: list[ApiProcess] = []
+
+    def start(**settings: Any) -> ApiProcess:
+        proc = ApiProcess(cluster.kubeconfig, settings).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def api(start_api: Callable[..., ApiProcess], namespace: str, data_root: Path) -> ApiProcess:
+    """An API with authentication off, acting on the test's namespace."""
+    return start_api(
+        AUTH_DISABLED=True,
+        NAMESPACE=namespace,
+        DATA_ROOT=str(data_root),
+        CHECK_DATASET_EXISTS=True,
+    )
+
+
+@pytest.fixture
+def other_namespace(cluster: Any) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def custom(k8s_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(k8s_api)
+
+
+def list_jobs(custom: client.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = custom.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL
+    )["items"]
+    return items
+
+
+def patch_status(
+    custom: client.CustomObjectsApi, namespace: str, name: str, status: dict[str, Any]
+) -> None:
+    """Write a status as the operator would (status subresource)."""
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+    )
+
+
+def succeeded_status(model_name: str, alias: str, size_bytes: int, created: str) -> dict[str, Any]:
+    return {
+        "phase": "Succeeded",
+        "completionTime": created,
+        "progress": {"fraction": 1.0, "step": 30, "totalSteps": 30, "loss": 1.25},
+        "model": {
+            "name": model_name,
+            "path": f"models/{model_name}",
+            "uri": f"pvc://kubetune-models/models/{model_name}",
+            "sizeBytes": size_bytes,
+            "baseModel": "/var/lib/kubetune/models/base/kubetune-tiny",
+            "baseModelAlias": alias,
+            "created": created,
+        },
+        "metrics": {"trainLoss": 1.25, "evalLossBefore": 2.0, "evalLossAfter": 1.5},
+    }
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s")
+        time.sleep(interval)
+
+
+def key_entry(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def shared_namespace(cluster: Any) -> Iterator[str]:
+    """A namespace for a module's read-only and bad-input tests (nothing may be created)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def shared_api(
+    cluster: Any, crd: None, shared_namespace: str, data_root: Path
+) -> Iterator[ApiProcess]:
+    proc = ApiProcess(
+        cluster.kubeconfig,
+        {
+            "AUTH_DISABLED": True,
+            "NAMESPACE": shared_namespace,
+            "DATA_ROOT": str(data_root),
+            "CHECK_DATASET_EXISTS": True,
+        },
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,476 @@
+"""Pure unit tests: job ids, dataset URL checks, request schemas, status mapping, idempotency."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from kubetune_api import idempotency
+from kubetune_api.auth import bearer_token, hash_key, parse_keys
+from kubetune_api.job_ids import (
+    JOB_ID_RE,
+    job_id_to_name,
+    name_to_job_id,
+    new_job_id,
+)
+from kubetune_api.schemas import StartRequest
+from kubetune_api.service import FieldError, build_spec, check_dataset, check_model, start_config
+from kubetune_api.settings import Settings
+from kubetune_api.store import ConflictError
+from kubetune_api.validation import (
+    DatasetURLError,
+    address_problem,
+    check_addresses,
+    parse_dataset_url,
+)
+from kubetune_api.views import (
+    LABEL_IDEMPOTENCY,
+    JobRecord,
+    job_status,
+    models_view,
+    record_from_obj,
+    size_mb,
+)
+from kubetune_crd.catalog import load_catalog
+from pydantic import ValidationError
+
+ROOT = "/var/lib/kubetune/datasets"
+
+
+# -- job ids -------------------------------------------------------------------------------
+def test_new_job_id_has_the_seed_form() -> None:
+    when = datetime(2024, 1, 15, 10, 30, 45, tzinfo=timezone.utc)
+    assert new_job_id(when, "abc123") == "ft_20240115_103045_abc123"
+    assert JOB_ID_RE.match(new_job_id())
+
+
+def test_job_id_and_name_map_both_ways() -> None:
+    assert job_id_to_name("ft_20240115_103045_abc123") == "ft-20240115-103045-abc123"
+    assert name_to_job_id("ft-20240115-103045-abc123") == "ft_20240115_103045_abc123"
+    for _ in range(50):
+        job_id = new_job_id()
+        name = job_id_to_name(job_id)
+        assert name is not None and "_" not in name
+        assert name_to_job_id(name) == job_id
+
+
+def test_kubectl_names_are_their_own_ids() -> None:
+    assert name_to_job_id("my-run") == "my-run"
+    assert job_id_to_name("my-run") == "my-run"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "ft_2024", "FT_20240115_103045_abc123", "../x", "a" * 80, "ft-20240115-103045-abc123"],
+)
+def test_malformed_ids_name_nothing(bad: str) -> None:
+    assert job_id_to_name(bad) is None
+
+
+# -- dataset URLs --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "stored", "fmt"),
+    [
+        ("data/frigo_training.csv", "data/frigo_training.csv", "csv"),
+        ("./data/frigo_training.jsonl", "data/frigo_training.jsonl", "jsonl"),
+        (f"{ROOT}/data/x.csv", "data/x.csv", "csv"),
+        ("https://example.com/frigo_data.jsonl", "https://example.com/frigo_data.jsonl", "jsonl"),
+        ("s3://my-bucket/data/frigo.csv", "s3://my-bucket/data/frigo.csv", "csv"),
+    ],
+)
+def test_accepted_dataset_urls(url: str, stored: str, fmt: str) -> None:
+    parsed = parse_dataset_url(url, data_root=ROOT)
+    assert (parsed.url, parsed.format) == (stored, fmt)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://example.com/a.csv", "scheme"),
+        ("file:///etc/passwd.csv", "scheme"),
+        ("ftp://example.com/a.csv", "scheme"),
+        ("gs://bucket/a.csv", "scheme"),
+        ("data/../../etc/passwd.csv", ".."),
+        ("https://example.com/a/%2e%2e/b.csv", ".."),
+        ("s3://bucket/../x.csv", ".."),
+        ("/etc/passwd.csv", "outside the data root"),
+        (f"{ROOT}-other/x.csv", "outside the data root"),
+        ("https://localhost/a.csv", "internal"),
+        ("https://metadata.google.internal/a.csv", "internal"),
+        ("https://kubernetes.default.svc/a.csv", "internal"),
+        ("https://user:pw@example.com/a.csv", "credentials"),
+        ("data/frigo.parquet", "format"),
+        ("data/frigo", "format"),
+        ("data/a b.csv", "spaces"),
+        ("", "empty"),
+    ],
+)
+def test_rejected_dataset_urls(url: str, why: str) -> None:
+    with pytest.raises(DatasetURLError, match=why):
+        parse_dataset_url(url, data_root=ROOT)
+
+
+def test_explicit_format_overrides_the_extension() -> None:
+    assert parse_dataset_url("data/export.txt", data_root=ROOT, dataset_format="jsonl").format == (
+        "jsonl"
+    )
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.100.100.200",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fd00:ec2::254",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+    ],
+)
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert address_problem(address) is not None
+
+
+def test_public_addresses_pass() -> None:
+    assert address_problem("93.184.215.14") is None
+    assert address_problem("2606:2800:21f:cb07:6820:80da:af6b:8b2e") is None
+
+
+def test_a_host_with_any_private_address_is_refused() -> None:
+    with pytest.raises(DatasetURLError, match="private"):
+        check_addresses("rebind.example", ["93.184.215.14", "10.0.0.5"])
+    with pytest.raises(DatasetURLError, match="does not resolve"):
+        check_addresses("nowhere.example", [])
+
+
+def test_check_dataset_resolves_https_hosts() -> None:
+    settings = Settings(_env_file=None)
+    resolved = {"good.example": ["93.184.215.14"], "evil.example": ["169.254.169.254"]}
+
+    def resolver(host: str) -> list[str]:
+        return resolved.get(host, [])
+
+    assert check_dataset("https://good.example/a.csv", "auto", settings, resolver).kind == "https"
+    for url in (
+        "https://evil.example/a.csv",
+        "https://nowhere.example/a.csv",
+        "https://2130706433/a.csv",
+        "https://[::1]/a.csv",
+        "https://10.0.0.1/a.csv",
+    ):
+        with pytest.raises(FieldError) as info:
+            check_dataset(url, "auto", settings, resolver)
+        assert info.value.field == "dataset_url"
+
+
+def test_unresolvable_hosts_can_be_allowed_offline() -> None:
+    settings = Settings(allow_unresolvable_hosts=True)
+    assert check_dataset("https://x.example/a.csv", "auto", settings, lambda h: []).kind == "https"
+
+
+def test_dataset_file_must_exist_when_asked(tmp_path: Any) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ok.csv").write_text("text\nx\n")
+    settings = Settings(data_root=str(tmp_path), check_dataset_exists=True)
+    check_dataset("data/ok.csv", "auto", settings, lambda h: [])
+    with pytest.raises(FieldError, match="not found"):
+        check_dataset("data/missing.csv", "auto", settings, lambda h: [])
+
+
+# -- request schema and spec -----------------------------------------------------------------
+def test_seed_defaults_are_the_spec_defaults() -> None:
+    req = StartRequest.model_validate({"model": "phi", "dataset_url": "data/frigo_training.csv"})
+    assert (req.epochs, req.batch_size, req.learning_rate) == (3, 4, 2e-5)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"dataset_url": "data/a.csv"}, "model"),
+        ({"model": "phi"}, "dataset_url"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "epochs": 0}, "epochs"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "epochs": 21}, "epochs"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "epochs": "3"}, "epochs"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "batch_size": 17}, "batch_size"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "learning_rate": 0}, "learning_rate"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "surprise": 1}, "surprise"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "method": "dpo"}, "method"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "lora": {"r": 0}}, "lora"),
+        ({"model": "phi", "dataset_url": "data/a.csv", "lora": {"rank": 8}}, "lora"),
+        ({"model": 5, "dataset_url": "data/a.csv"}, "model"),
+    ],
+)
+def test_bad_requests_name_the_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        StartRequest.model_validate(body)
+    assert info.value.errors()[0]["loc"][0] == field
+
+
+def test_unknown_models_are_refused_unless_allowed() -> None:
+    catalog = load_catalog()
+    check_model("tiny", catalog, Settings())
+    with pytest.raises(FieldError, match="unknown model"):
+        check_model("gpt-17", catalog, Settings())
+    check_model("org/some-model", catalog, Settings(allow_uncataloged_models=True))
+
+
+def test_spec_and_config_fill_every_default() -> None:
+    settings = Settings()
+    req = StartRequest.model_validate(
+        {"model": "tiny", "dataset_url": "data/frigo_training.csv", "lora": {"r": 8}}
+    )
+    parsed = parse_dataset_url(req.dataset_url, data_root=ROOT)
+    spec = build_spec(req, parsed, settings, "ft_20240115_103045_abc123")
+    assert spec.output is not None and spec.output.pvc is not None
+    assert spec.output.model_name == "tiny-finetuned-20240115_103045-abc123"
+    assert spec.output.pvc.claim_name == "kubetune-models"
+    assert spec.method.lora.r == 8
+    config = start_config(req, spec).model_dump()
+    assert list(config)[:5] == ["model", "dataset", "epochs", "batch_size", "learning_rate"]
+    assert config["dataset"] == "data/frigo_training.csv"
+    assert config["output"]["path"] == "models/tiny-finetuned-20240115_103045-abc123"
+
+
+def test_default_gpus_setting_applies_without_resources() -> None:
+    req = StartRequest.model_validate({"model": "tiny", "dataset_url": "data/a.csv"})
+    parsed = parse_dataset_url(req.dataset_url, data_root=ROOT)
+    spec = build_spec(req, parsed, Settings(default_gpus=0), "ft_20240115_103045_abc123")
+    assert spec.resources.gpus == 0
+
+
+# -- status mapping ----------------------------------------------------------------------
+def _obj(name: str, status: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {
+            "name": name,
+            "namespace": "team-a",
+            "resourceVersion": meta.get("rv", "10"),
+            "uid": "u-" + name,
+            "creationTimestamp": meta.get("created", "2024-01-15T10:30:45Z"),
+            "labels": meta.get("labels", {}),
+        },
+        "spec": {"model": meta.get("model", "phi"), "dataset": {"url": "data/a.csv"}},
+        "status": status or {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "word"),
+    [
+        ({}, "pending"),
+        ({"phase": "Pending"}, "pending"),
+        ({"phase": "Pending", "pending": {"reason": "Queued"}}, "queued"),
+        ({"phase": "Running"}, "running"),
+        ({"phase": "Succeeded"}, "completed"),
+        ({"phase": "Failed"}, "failed"),
+        ({"phase": "Cancelled"}, "cancelled"),
+    ],
+)
+def test_phases_map_to_the_seed_words(status: dict[str, Any], word: str) -> None:
+    assert record_from_obj(_obj("ft-20240115-103045-abc123", status)).seed_status == word
+
+
+def test_status_view_has_the_seed_fields_first() -> None:
+    rec = record_from_obj(
+        _obj(
+            "ft-20240115-103045-abc123",
+            {
+                "phase": "Succeeded",
+                "progress": {"fraction": 0.97, "step": 30, "loss": 1.1},
+                "model": {
+                    "name": "phi-x",
+                    "path": "models/phi-x",
+                    "uri": "pvc://c/models/phi-x",
+                    "baseModel": "microsoft/phi-1_5",
+                },
+            },
+        )
+    )
+    view = job_status(rec).model_dump()
+    assert list(view)[:4] == ["job_id", "status", "progress", "model_path"]
+    assert view["job_id"] == "ft_20240115_103045_abc123"
+    assert (view["status"], view["progress"], view["model_path"]) == (
+        "completed",
+        1.0,
+        "models/phi-x",
+    )
+
+
+def test_models_view_marks_the_latest_per_base_model() -> None:
+    def done(name: str, alias: str, created: str, size: int) -> JobRecord:
+        status = {
+            "phase": "Succeeded",
+            "model": {
+                "name": name,
+                "path": f"models/{name}",
+                "uri": "pvc://x",
+                "sizeBytes": size,
+                "baseModel": "id",
+                "baseModelAlias": alias,
+                "created": created,
+            },
+        }
+        return record_from_obj(_obj("j-" + name, status, model=alias))
+
+    records = [
+        done("phi-old", "phi", "2024-01-14T10:00:00Z", 10 * 1024 * 1024),
+        done("phi-new", "phi", "2024-01-15T10:30:45Z", 2540 * 1024 * 1024),
+        done("mistral-a", "mistral", "2024-01-14T15:00:00Z", 100),
+        record_from_obj(_obj("j-running", {"phase": "Running"})),
+    ]
+    view = models_view(records).model_dump()
+    assert view["total"] == 3
+    names = [(m["name"], m["latest"]) for m in view["models"]]
+    assert names == [("phi-new", True), ("mistral-a", True), ("phi-old", False)]
+    first = view["models"][0]
+    assert first == {
+        "name": "phi-new",
+        "base_model": "phi",
+        "created": "2024-01-15T10:30:45",
+        "size_mb": 2540,
+        "latest": True,
+        "path": "models/phi-new",
+    }
+    assert size_mb(None) == 0 and size_mb(1) == 1
+
+
+# -- auth ---------------------------------------------------------------------------------
+def test_api_keys_are_hashed_entries() -> None:
+    import base64
+
+    digest = hash_key("secret-key")
+    data = {
+        digest: base64.b64encode(b"team-a").decode(),
+        "not-a-hash": base64.b64encode(b"team-b").decode(),
+    }
+    assert parse_keys(data) == {digest: "team-a"}
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("Basic abc") is None
+    assert bearer_token(None) is None
+
+
+# -- idempotency logic (a fake store: the apiserver behaviour is tested in test_api_cluster)
+class FakeStore:
+    """Objects and claims with create-or-409 semantics, like the apiserver."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.claims: dict[str, dict[str, str]] = {}
+        self.owned: list[str] = []
+
+    def create(self, namespace: str, body: dict[str, Any]) -> JobRecord:
+        name = body["metadata"]["name"]
+        if name in self.objects:
+            raise ConflictError(name)
+        obj = {
+            **body,
+            "metadata": {
+                **body["metadata"],
+                "namespace": namespace,
+                "uid": name,
+                "resourceVersion": "1",
+            },
+        }
+        self.objects[name] = obj
+        return record_from_obj(obj)
+
+    def get_direct(self, namespace: str, name: str) -> JobRecord | None:
+        obj = self.objects.get(name)
+        return record_from_obj(obj) if obj else None
+
+    def create_claim(
+        self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
+    ) -> None:
+        if name in self.claims:
+            raise ConflictError(name)
+        self.claims[name] = data
+
+    def read_claim(self, namespace: str, name: str) -> dict[str, str]:
+        return self.claims[name]
+
+    def own_claim(self, namespace: str, name: str, owner: JobRecord) -> None:
+        self.owned.append(name)
+
+    def by_idempotency(self, namespace: str, key_hash: str) -> JobRecord | None:
+        for obj in self.objects.values():
+            if obj["metadata"].get("labels", {}).get(LABEL_IDEMPOTENCY) == key_hash:
+                return record_from_obj(obj)
+        return None
+
+
+def _builder(info: idempotency.IdempotencyInfo | None) -> Any:
+    def build(job_id: str) -> dict[str, Any]:
+        labels = {LABEL_IDEMPOTENCY: info.key_hash} if info else {}
+        annotations = {"kubetune.io/request-hash": info.request_hash} if info else {}
+        return {
+            "metadata": {
+                "name": job_id.replace("_", "-"),
+                "labels": labels,
+                "annotations": {"kubetune.io/job-id": job_id, **annotations},
+            },
+            "spec": {"model": "tiny"},
+        }
+
+    return build
+
+
+def test_same_key_same_body_gives_the_same_job() -> None:
+    store = FakeStore()
+    info = idempotency.IdempotencyInfo.build(
+        "team-a", "k1", idempotency.request_hash("seed", {"a": 1})
+    )
+    first = idempotency.create_job(store, store, "team-a", _builder(info), info)
+    again = idempotency.create_job(store, store, "team-a", _builder(info), info)
+    assert first.job_id == again.job_id and again.replayed and not first.replayed
+    assert len(store.objects) == 1 and store.owned == [info.claim]
+
+
+def test_same_key_other_body_is_refused() -> None:
+    store = FakeStore()
+    info = idempotency.IdempotencyInfo.build(
+        "team-a", "k1", idempotency.request_hash("seed", {"a": 1})
+    )
+    idempotency.create_job(store, store, "team-a", _builder(info), info)
+    other = idempotency.IdempotencyInfo.build(
+        "team-a", "k1", idempotency.request_hash("seed", {"a": 2})
+    )
+    with pytest.raises(idempotency.IdempotencyMismatchError):
+        idempotency.create_job(store, store, "team-a", _builder(other), other)
+
+
+def test_a_claim_without_its_job_is_completed_by_the_retry() -> None:
+    """The API died after the claim and before the FineTuneJob: the retry creates it."""
+    store = FakeStore()
+    info = idempotency.IdempotencyInfo.build("team-a", "k1", "h")
+    store.claims[info.claim] = {"jobId": "ft_20240115_103045_abc123", "requestHash": "h"}
+    done = idempotency.create_job(store, store, "team-a", _builder(info), info)
+    assert done.job_id == "ft_20240115_103045_abc123"
+    assert "ft-20240115-103045-abc123" in store.objects
+
+
+def test_keys_are_per_tenant() -> None:
+    assert idempotency.claim_name("team-a", "k") != idempotency.claim_name("team-b", "k")
+    assert len(idempotency.claim_name("t", "k" * 255)) <= 63
+    assert idempotency.valid_key("abc-123_XYZ")
+    assert not idempotency.valid_key("has space") and not idempotency.valid_key("")
+
+
+def test_id_collisions_draw_a_new_id() -> None:
+    store = FakeStore()
+    ids = iter(
+        ["ft_20240115_103045_aaaaaa", "ft_20240115_103045_aaaaaa", "ft_20240115_103045_bbbbbb"]
+    )
+    build = _builder(None)
+    idempotency.create_job(store, store, "ns", build, None, make_id=lambda: next(ids))
+    second = idempotency.create_job(store, store, "ns", build, None, make_id=lambda: next(ids))
+    assert second.job_id == "ft_20240115_103045_bbbbbb"
