@@ -1,1 +1,2 @@
-"""Local development cluster helpers: the node agent standing in for the kubelet, and cluster scripts' Python parts."""
+"""Local development cluster: the node agent standing in for the kubelet, and the Python
+parts of the cluster scripts (`cluster`, `certs`, `procs`)."""

@@ -1,0 +1,317 @@
+"""`make dev-up`, `make dev-down` and `make demo`: the whole product on the local cluster.
+
+dev-up starts (or finds healthy) the local cluster, installs the CRD, creates the models and
+data claims in the dev namespace, seeds them (the offline tiny base model, the sample
+refrigeration datasets at the seed's path `data/frigo_training.csv`), then runs the operator
+and the API (authentication off, said loudly) as background processes whose PIDs and logs
+live in `<repo>/.local/dev/`. dev-down stops exactly those processes, then the cluster.
+demo = dev-up, then the seed's request over HTTP with a live progress bar, then the status
+and the model list. Usage: `python -m kubetune_local.devstack up|down|demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubetune_local import procs
+from kubetune_local.cluster import REPO, ClusterError, LocalCluster, default_state_dir, down, up
+
+DEV_DIR = REPO / ".local" / "dev"
+VENV_BIN = REPO / ".venv" / "bin"
+NAMESPACE = os.environ.get("KUBETUNE_DEV_NAMESPACE", "default")
+API_PORT = int(os.environ.get("KUBETUNE_DEV_API_PORT", "5002"))
+OPERATOR_PROGRESS_PORT = int(os.environ.get("KUBETUNE_DEV_PROGRESS_PORT", "18081"))
+OPERATOR_LIVENESS_PORT = int(os.environ.get("KUBETUNE_DEV_LIVENESS_PORT", "18080"))
+MODELS_CLAIM, DATA_CLAIM = "kubetune-models", "kubetune-data"
+TINY_MODEL_SUBDIR = Path("base") / "kubetune-tiny"  # the catalog's `tiny` inside the models claim
+CRD_FILE = REPO / "manifests" / "crds" / "kubetune.io_finetunejobs.yaml"
+SEED_REQUEST = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
+
+
+def say(message: str) -> None:
+    print(f"[kubetune] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A background process of the dev stack: command, environment, health URL, PID file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str
+
+    @property
+    def pid_file(self) -> Path:
+        return DEV_DIR / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return DEV_DIR / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The PID recorded for this service, if that process still runs as ours."""
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        ours = procs.environ(pid).get("KUBETUNE_DEV_SERVICE") == self.name
+        return pid if ours and procs.alive(pid) else None
+
+    def start(self, timeout: float = 90.0) -> None:
+        if self.pid() is not None and _healthy(self.health_url):
+            say(f"{self.name} already running (pid {self.pid()})")
+            return
+        self.stop()
+        DEV_DIR.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETUNE_")}
+        env.update(self.env)
+        env["KUBETUNE_DEV_SERVICE"] = self.name
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                self.argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {proc.returncode}; log: {self.log_file}\n"
+                    + _tail(self.log_file)
+                )
+            if _healthy(self.health_url):
+                say(f"{self.name} running (pid {proc.pid}, log {self.log_file})")
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.name} not healthy after {timeout:.0f} s; log: {self.log_file}")
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            procs.terminate([pid], 10.0)
+            say(f"{self.name} stopped (pid {pid})")
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def services(cluster: LocalCluster) -> list[Service]:
+    """The operator and the API, configured for the local cluster."""
+    marker = {"KUBETUNE_LOCAL_CLUSTER": str(cluster.state_dir)}  # cluster-down sweeps them too
+    data_dir = cluster.pv_root / NAMESPACE / DATA_CLAIM
+    operator = Service(
+        name="operator",
+        argv=[str(VENV_BIN / "kubetune-operator")],
+        env={
+            **marker,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "KUBETUNE_NAMESPACES": json.dumps([NAMESPACE]),
+            "KUBETUNE_PROGRESS_BIND": "127.0.0.1",
+            "KUBETUNE_PROGRESS_PORT": str(OPERATOR_PROGRESS_PORT),
+            "KUBETUNE_LIVENESS_PORT": str(OPERATOR_LIVENESS_PORT),
+            "KUBETUNE_LOG_FORMAT": "json",
+        },
+        health_url=f"http://127.0.0.1:{OPERATOR_LIVENESS_PORT}/healthz",
+    )
+    api = Service(
+        name="api",
+        argv=[str(VENV_BIN / "kubetune-api")],
+        env={
+            **marker,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "KUBETUNE_API_HOST": "127.0.0.1",
+            "KUBETUNE_API_PORT": str(API_PORT),
+            "KUBETUNE_API_NAMESPACE": NAMESPACE,
+            "KUBETUNE_API_AUTH_DISABLED": "true",
+            "KUBETUNE_API_DATA_ROOT": str(data_dir),
+            "KUBETUNE_API_CHECK_DATASET_EXISTS": "true",
+        },
+        health_url=f"http://127.0.0.1:{API_PORT}/readyz",
+    )
+    return [operator, api]
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def prepare_namespace(cluster: LocalCluster) -> None:
+    """CRD, claims, and their seeded contents (tiny base model, sample datasets)."""
+    cluster.kubectl("apply", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=established", "--timeout=60s", f"-f={CRD_FILE}")
+    claims = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}},
+            },
+        }
+        for name, size in ((MODELS_CLAIM, "20Gi"), (DATA_CLAIM, "5Gi"))
+    ]
+    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": claims})
+    env = {**os.environ, **cluster.env}
+    subprocess.run(
+        ["kubectl", "apply", "-f", "-"],
+        input=manifest,
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    def bound() -> bool:
+        out = cluster.kubectl(
+            "get",
+            "pvc",
+            MODELS_CLAIM,
+            DATA_CLAIM,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+            check=False,
+        ).stdout.split()
+        return out == ["Bound", "Bound"]
+
+    _wait_for("the models and data claims to be bound", bound)
+    from kubetune_trainer.samples import copy_samples  # the trainer extra is installed by dev
+
+    data_dir = cluster.pv_root / NAMESPACE / DATA_CLAIM
+    copy_samples(data_dir)
+    say(f"sample datasets in the data claim: {data_dir / 'data'}")
+    tiny = cluster.pv_root / NAMESPACE / MODELS_CLAIM / TINY_MODEL_SUBDIR
+    if not (tiny / "config.json").is_file():
+        say("building the offline tiny base model (catalog alias `tiny`)")
+        shutil.rmtree(tiny, ignore_errors=True)
+        subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "kubetune_trainer.tiny_model", str(tiny)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    say(f"tiny base model: {tiny}")
+
+
+def dev_up() -> LocalCluster:
+    state = default_state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    cluster = up(state, int(os.environ.get("KUBETUNE_NODE_GPUS", "2")), "kubetune-local-0", None)
+    prepare_namespace(cluster)
+    for service in services(cluster):
+        service.start()
+    say(
+        "AUTHENTICATION IS OFF for local development (KUBETUNE_API_AUTH_DISABLED=true): every "
+        f"request acts on namespace {NAMESPACE!r}"
+    )
+    say(f"API: http://127.0.0.1:{API_PORT}  (docs: http://127.0.0.1:{API_PORT}/docs)")
+    say(f"try: curl http://127.0.0.1:{API_PORT}/api/finetune/info")
+    say("stop everything with: make dev-down")
+    return cluster
+
+
+def dev_down() -> None:
+    state = default_state_dir()
+    cluster = LocalCluster.load(state)
+    for service in reversed(services(cluster) if cluster else _detached_services()):
+        service.stop()
+    down(state)
+
+
+def _detached_services() -> list[Service]:
+    """Services to stop when the cluster record is gone (only their PID files matter)."""
+    return [Service(name, [], {}, "") for name in ("operator", "api")]
+
+
+def demo() -> int:
+    cluster = dev_up()
+    api_url = f"http://127.0.0.1:{API_PORT}"
+    say(f"POST {api_url}/api/finetune/start {json.dumps(SEED_REQUEST)}")
+    cli = [str(VENV_BIN / "kubetune"), "--api-url", api_url]
+    started = subprocess.run(
+        [
+            *cli,
+            "--json",
+            "start",
+            "--model",
+            SEED_REQUEST["model"],
+            "--dataset",
+            SEED_REQUEST["dataset_url"],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(started.stdout, end="")
+    if started.returncode != 0:
+        print(started.stderr, file=sys.stderr, end="")
+        return started.returncode
+    job_id = json.loads(started.stdout)["job_id"]
+    say(f"job {job_id}: following progress (FineTuneJob {job_id.replace('_', '-')})")
+    waited = subprocess.run([*cli, "status", job_id, "--wait"], check=False)
+    say(f"GET {api_url}/api/finetune/status/{job_id}")
+    subprocess.run([*cli, "--json", "status", job_id], check=False)
+    say(f"GET {api_url}/api/finetune/models")
+    subprocess.run([*cli, "--json", "models"], check=False)
+    say(f"kubectl get ftj -n {NAMESPACE}:")
+    print(cluster.kubectl("get", "ftj", "-n", NAMESPACE, check=False).stdout, end="")
+    say(f"the API keeps running on {api_url}; stop everything with: make dev-down")
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    return waited.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubetune_local.devstack", description=__doc__)
+    parser.add_argument("action", choices=["up", "down", "demo"])
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            cluster = dev_up()
+            print(f"export KUBECONFIG={cluster.kubeconfig}")
+            return 0
+        if args.action == "down":
+            dev_down()
+            return 0
+        return demo()
+    except (ClusterError, RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"[kubetune] failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

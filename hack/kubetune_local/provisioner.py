@@ -1,0 +1,131 @@
+"""A local volume provisioner: binds every pending PersistentVolumeClaim to a host directory.
+
+A real cluster has a storage provisioner; the local one has none, and the scheduler will not
+place a pod whose claim is unbound. Like kind's local-path-provisioner, this creates a
+`hostPath` PersistentVolume pre-bound (claimRef) to each pending claim, pointing at
+`<pv_root>/<namespace>/<claim>` — the same directory the node agent mounts for that claim,
+so files survive pod restarts and can be seeded from the host (tests, `make demo`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger("kubetune.provisioner")
+
+PROVISIONED_BY = "kubetune.io/local-provisioner"
+
+
+def claim_dir(pv_root: Path, namespace: str, claim: str) -> Path:
+    """The host directory that backs claim `claim` in `namespace`."""
+    return pv_root / namespace / claim
+
+
+def pv_name(namespace: str, claim: str, uid: str) -> str:
+    """A deterministic, DNS-safe PersistentVolume name for one claim."""
+    digest = hashlib.sha256(f"{namespace}/{claim}/{uid}".encode()).hexdigest()[:10]
+    return f"local-{namespace[:20]}-{claim[:20]}-{digest}".replace(".", "-").lower()
+
+
+def volume_for_claim(pvc: dict[str, Any], pv_root: Path) -> dict[str, Any]:
+    """The PersistentVolume manifest that satisfies `pvc` (pure)."""
+    meta, spec = pvc["metadata"], pvc.get("spec") or {}
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": pv_name(namespace, name, uid),
+            "labels": {"app.kubernetes.io/managed-by": "kubetune-local"},
+            "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONED_BY},
+        },
+        "spec": {
+            "capacity": {"storage": storage},
+            "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": spec.get("storageClassName") or "",
+            "volumeMode": spec.get("volumeMode") or "Filesystem",
+            "hostPath": {
+                "path": str(claim_dir(pv_root, namespace, name)),
+                "type": "DirectoryOrCreate",
+            },
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": namespace,
+                "name": name,
+                "uid": uid,
+            },
+        },
+    }
+
+
+class LocalProvisioner:
+    """Watches claims and creates a bound hostPath volume for each pending one."""
+
+    def __init__(self, api_client: client.ApiClient, pv_root: Path) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.pv_root = pv_root
+
+    def provision(self, pvc: dict[str, Any]) -> bool:
+        """Create the volume for a pending, unbound claim; True when one was created."""
+        spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
+        if spec.get("volumeName") or status.get("phase") not in (None, "Pending"):
+            return False
+        if (pvc.get("metadata") or {}).get("deletionTimestamp"):
+            return False
+        manifest: Any = volume_for_claim(pvc, self.pv_root)  # the client accepts dicts
+        claim_dir(self.pv_root, pvc["metadata"]["namespace"], pvc["metadata"]["name"]).mkdir(
+            parents=True, exist_ok=True
+        )
+        try:
+            self.core.create_persistent_volume(manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        log.info(
+            "provisioned %s for %s/%s",
+            manifest["metadata"]["name"],
+            pvc["metadata"]["namespace"],
+            pvc["metadata"]["name"],
+        )
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """List+watch claims until `stop` is set, reconnecting on errors."""
+        while not stop.is_set():
+            try:
+                listing = self.core.list_persistent_volume_claim_for_all_namespaces(
+                    _preload_content=False
+                )
+                data = _json(listing)
+                for pvc in data.get("items") or []:
+                    self.provision(pvc)
+                stream = watch.Watch().stream(
+                    self.core.list_persistent_volume_claim_for_all_namespaces,
+                    resource_version=data["metadata"]["resourceVersion"],
+                    timeout_seconds=60,
+                )
+                for event in stream:
+                    if stop.is_set():
+                        return
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self.provision(dict(event["raw_object"]))
+            except Exception:  # a dropped watch or a restarting apiserver: list again
+                log.exception("provisioner loop failed; retrying")
+                stop.wait(2.0)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data

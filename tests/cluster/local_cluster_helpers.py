@@ -1,0 +1,81 @@
+"""Small helpers for the local-cluster tests: apply manifests, read objects, wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubetune_local.cluster import LocalCluster
+
+T = TypeVar("T")
+
+
+def apply(cluster: LocalCluster, namespace: str, *manifests: dict[str, Any]) -> None:
+    """`kubectl apply` the manifests into `namespace`."""
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)})
+    subprocess.run(
+        ["kubectl", "apply", "-n", namespace, "-f", "-"],
+        input=body,
+        env={**os.environ, **cluster.env},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def get(cluster: LocalCluster, namespace: str, *what: str) -> Any:
+    """An object (or list) as a dict."""
+    return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def job(
+    name: str, command: list[str], *, gpus: int = 0, backoff: int = 0, **pod_spec: Any
+) -> dict[str, Any]:
+    """A Job manifest running `command` once."""
+    container: dict[str, Any] = {"name": "main", "image": "python:3.11", "command": command}
+    if gpus:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [container], **pod_spec}},
+        },
+    }
+
+
+def job_condition(cluster: LocalCluster, namespace: str, name: str) -> str | None:
+    """`Complete` or `Failed` once the Job has that condition."""
+    for cond in get(cluster, namespace, "job", name).get("status", {}).get("conditions") or []:
+        if cond["status"] == "True" and cond["type"] in ("Complete", "Failed"):
+            return str(cond["type"])
+    return None
+
+
+def pods_of(cluster: LocalCluster, namespace: str, job_name: str) -> list[dict[str, Any]]:
+    """The pods of a Job."""
+    return list(get(cluster, namespace, "pods", "-l", f"job-name={job_name}")["items"])
+
+
+def pod_phase(cluster: LocalCluster, namespace: str, name: str) -> str:
+    return str(get(cluster, namespace, "pod", name).get("status", {}).get("phase", ""))

@@ -1,0 +1,80 @@
+"""Shared fixtures: the real local Kubernetes cluster, a namespace per test, an API client.
+
+`cluster` (session) starts a cluster with the same code as `make cluster-up`, in its own
+state dir (`.local/test-cluster`, so it never collides with a developer's cluster), and
+stops it at the end. Without the binaries or when it cannot start: a failure under CI=true,
+a skip with the reason otherwise. Mark tests that use it `@pytest.mark.cluster`.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch or numpy load anywhere: OpenMP's spin-wait slows 2-core machines 10-20x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubetune_local.cluster import ClusterError, LocalCluster, binaries
+from kubetune_local.testing import cluster_unavailable, start_cluster, stop_cluster
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CLUSTER_DIR = REPO / ".local" / "test-cluster"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    """The running local cluster (see `kubetune_local.cluster.LocalCluster`)."""
+    try:
+        binaries()
+        started, _ = start_cluster(TEST_CLUSTER_DIR)
+    except (ClusterError, subprocess.TimeoutExpired, OSError) as exc:
+        cluster_unavailable(str(exc))
+    try:
+        yield started
+    finally:
+        stop_cluster(TEST_CLUSTER_DIR)
+
+
+@pytest.fixture(scope="session")
+def k8s_api(cluster: LocalCluster) -> Iterator[client.ApiClient]:
+    """A `kubernetes.client.ApiClient` for the cluster (admin token)."""
+    api = config.new_client_from_config(str(cluster.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster) -> Iterator[str]:
+    """A fresh namespace whose `default` ServiceAccount has its token; deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sa = cluster.kubectl(
+            "get",
+            "serviceaccount",
+            "default",
+            "-n",
+            name,
+            "-o",
+            "jsonpath={.secrets[0].name}",
+            check=False,
+        )
+        if sa.returncode == 0 and sa.stdout.strip():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"namespace {name}: the default ServiceAccount got no token in 60 s")
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
