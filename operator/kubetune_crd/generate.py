@@ -21,7 +21,10 @@ from kubetune_crd.status import FineTuneJobStatus
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILENAME = f"{GROUP}_{PLURAL}.yaml"
-TARGETS = (REPO / "manifests" / "crds" / CRD_FILENAME, REPO / "charts" / "kubetune" / "crds" / CRD_FILENAME)
+TARGETS = (
+    REPO / "manifests" / "crds" / CRD_FILENAME,
+    REPO / "charts" / "kubetune" / "crds" / CRD_FILENAME,
+)
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
@@ -35,7 +38,22 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
+
+# The batch/v1 Job is named like the FineTuneJob, and its pods `<name>-xxxxx` carry the name in
+# a 63-character label value: 52 characters leave room for what Kubernetes appends.
+MAX_NAME_LENGTH = 52
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {
+            "type": "string",
+            "maxLength": MAX_NAME_LENGTH,
+            "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        }
+    },
+}
 
 
 def build_crd() -> dict[str, Any]:
@@ -77,7 +95,7 @@ def build_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": METADATA_SCHEMA,
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
@@ -90,7 +108,9 @@ def build_crd() -> dict[str, Any]:
 
 
 def render() -> str:
-    header = "# Generated from the typed models in operator/kubetune_crd by `make crds`. Do not edit.\n"
+    header = (
+        "# Generated from the typed models in operator/kubetune_crd by `make crds`. Do not edit.\n"
+    )
     return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
 
 

@@ -68,7 +68,11 @@ def _to_openapi(node: Any, *, keep_defaults: bool) -> Any:
                 out[key] = value
         else:
             out[key] = value
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 

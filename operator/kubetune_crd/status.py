@@ -18,6 +18,28 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"}
 PendingReason = Literal[
     "Creating", "Unschedulable", "Queued", "ImagePull", "ContainerCreating", "WaitingForRetry"
 ]
+# Condition types the operator maintains (metav1.Condition style, one entry per type).
+CONDITION_JOB_CREATED = "JobCreated"
+"""True once the batch/v1 Job exists (False with the reason while it cannot be created)."""
+CONDITION_SCHEDULED = "Scheduled"
+"""True once a trainer pod was placed; False with Unschedulable/Queued/ImagePull... before."""
+CONDITION_RUNNING = "Running"
+"""True while a trainer pod runs; False once it ended (reason: the outcome)."""
+CONDITION_SUCCEEDED = "Succeeded"
+"""True when the model is stored."""
+CONDITION_FAILED = "Failed"
+"""True when the job failed (reason: the classified FailureReason)."""
+CONDITION_CANCELLED = "Cancelled"
+"""True when spec.cancel stopped the job."""
+CONDITION_TYPES: tuple[str, ...] = (
+    CONDITION_JOB_CREATED,
+    CONDITION_SCHEDULED,
+    CONDITION_RUNNING,
+    CONDITION_SUCCEEDED,
+    CONDITION_FAILED,
+    CONDITION_CANCELLED,
+)
+
 FailureReason = Literal[
     "BadInput",
     "OutOfMemory",

@@ -1,1 +1,1 @@
-"""The kopf operator that turns FineTuneJob resources into batch/v1 Jobs and keeps their status true."""
+"""The kopf operator: FineTuneJob resources become batch/v1 Jobs; their status is kept true."""

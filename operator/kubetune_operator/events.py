@@ -1,0 +1,62 @@
+"""Kubernetes Events on the FineTuneJob for each transition (`kubectl describe ftj` shows them)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kubetune_crd.resource import API_VERSION, KIND
+
+from kubetune_operator.kube import ApiError, KubeClient
+from kubetune_operator.status_derivation import Transition, iso, now_utc
+
+log = logging.getLogger("kubetune.operator.events")
+
+COMPONENT = "kubetune-operator"
+
+
+def event_manifest(ftj: dict[str, Any], transition: Transition, instance: str) -> dict[str, Any]:
+    """A core/v1 Event about `ftj` (pure, apart from the unique name)."""
+    meta = ftj.get("metadata") or {}
+    now = iso(now_utc())
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta.get('name')}.{time.time_ns():x}",
+            "namespace": meta.get("namespace"),
+        },
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": transition.type,
+        "reason": transition.reason,
+        "message": transition.message[:1024],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": COMPONENT},
+        "reportingComponent": f"kubetune.io/{COMPONENT}",
+        "reportingInstance": instance,
+    }
+
+
+async def post_transitions(
+    client: KubeClient, ftj: dict[str, Any], transitions: list[Transition], instance: str
+) -> None:
+    """Best effort: an Event that cannot be written is logged, never retried."""
+    namespace = (ftj.get("metadata") or {}).get("namespace")
+    for transition in transitions:
+        try:
+            await client.post(
+                f"/api/v1/namespaces/{namespace}/events",
+                event_manifest(ftj, transition, instance),
+            )
+        except (ApiError, OSError) as exc:
+            log.warning("cannot post event %s: %s", transition.reason, exc)

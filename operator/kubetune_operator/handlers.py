@@ -1,0 +1,130 @@
+"""The kopf handlers: thin. They store what the watches deliver and enqueue the owning key.
+
+All decisions live in `controller.Controller.reconcile` (level-triggered) and the pure
+`job_builder` / `status_derivation` modules. Watches:
+
+- FineTuneJobs (the initial listing at start-up enqueues every object, including those
+  created while the operator was down: the "resume" case);
+- batch/v1 Jobs and pods labelled `app.kubernetes.io/managed-by=kubetune` (server-side
+  label selectors, so the operator never receives unrelated Jobs or pods);
+- core/v1 Events with `type=Warning` (server-side field selector), kept only when they
+  are about one of our Jobs or pods (FailedCreate, FailedScheduling...).
+
+Deletion needs no handler and no finalizer: the Job's owner reference lets the garbage
+collector delete it (and its pods) with the FineTuneJob.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import kopf
+from kubetune_crd.resource import GROUP, PLURAL, VERSION
+
+from kubetune_operator.controller import JOB_SELECTOR, POD_SELECTOR, Controller
+from kubetune_operator.kube import ApiError, KubeClient, load_configuration
+from kubetune_operator.settings import OperatorSettings
+
+log = logging.getLogger("kubetune.operator")
+
+_state: dict[str, Any] = {}
+
+
+def _obj(event: kopf.RawEvent) -> dict[str, Any]:
+    return cast(dict[str, Any], event["object"])
+
+
+def configure(settings: OperatorSettings) -> None:
+    """Set the settings the next operator run uses (main() calls this before kopf starts)."""
+    _state["settings"] = settings
+
+
+def controller() -> Controller:
+    ctl = _state.get("controller")
+    if ctl is None:
+        raise RuntimeError("the operator has not started")
+    return ctl  # type: ignore[no-any-return]
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    ours: OperatorSettings = _state.get("settings") or OperatorSettings()
+    settings.posting.enabled = False  # our own Events, one per transition (events.py)
+    settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching (RBAC)
+    settings.watching.label_selectors["batch", "v1", "jobs"] = JOB_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
+    settings.watching.field_selectors["v1", "events"] = "type=Warning"
+    client = KubeClient(load_configuration(), ours.api_connections)
+    ctl = Controller(ours, client)
+    try:
+        await ctl.start()
+    except (OSError, ApiError) as exc:
+        # e.g. the progress port is taken, or no permission: exit instead of retrying quietly
+        await ctl.stop()
+        raise kopf.PermanentError(f"cannot start: {exc}") from exc
+    _state["controller"] = ctl
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    ctl = _state.pop("controller", None)
+    if ctl is not None:
+        await ctl.stop()
+
+
+@kopf.on.probe(id="controller")
+def probe(**_: Any) -> dict[str, Any]:
+    ctl = controller()
+    return {
+        "finetunejobs": len(ctl.ftjs),
+        "jobs": len(ctl.jobs),
+        "queued": len(ctl.queue),
+        "reconciles": ctl.reconciles,
+        "jobsCreated": ctl.jobs_created,
+    }
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def finetunejob_event(event: kopf.RawEvent, **_: Any) -> None:
+    ctl = controller()
+    obj = _obj(event)
+    if event["type"] == "DELETED":
+        ctl.store_ftj(obj, deleted=True)
+        return
+    key, changed = ctl.observe_ftj(obj)
+    if changed:
+        ctl.queue.add(key, urgent=ctl.needs_job(key))
+
+
+@kopf.on.event("batch", "v1", "jobs")
+async def job_event(event: kopf.RawEvent, **_: Any) -> None:
+    ctl = controller()
+    key = ctl.store_job(_obj(event), deleted=event["type"] == "DELETED")
+    if key is not None:
+        ctl.queue.add_soon(key, ctl.settings.batch_seconds)
+
+
+@kopf.on.event("v1", "pods")
+async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+    ctl = controller()
+    obj = _obj(event)
+    key = ctl.store_pod(obj, deleted=event["type"] == "DELETED")
+    if key is None:
+        return
+    if (obj.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        # An ended attempt decides the outcome (a bad-input exit must stop the Job before the
+        # Job controller retries on servers without podFailurePolicy): no batching delay.
+        ctl.queue.add(key, urgent=True)
+    else:
+        ctl.queue.add_soon(key, ctl.settings.batch_seconds)
+
+
+@kopf.on.event("v1", "events")
+async def warning_event(event: kopf.RawEvent, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        return
+    ctl = controller()
+    key = ctl.store_event(_obj(event))
+    if key is not None:
+        ctl.queue.add_soon(key, ctl.settings.batch_seconds)

@@ -1,0 +1,137 @@
+"""The operator's settings: one typed object read from `KUBETUNE_*` environment variables.
+
+Every knob of the operator lives here (and nowhere else reads the environment), so the Helm
+chart, `make dev-up` and the tests configure it the same way. Lists are JSON
+(`KUBETUNE_TRAINER_COMMAND='["python", "fake_trainer.py"]'`, `KUBETUNE_NAMESPACES='["a","b"]'`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Toggle = Literal["auto", "true", "false"]
+
+
+class OperatorSettings(BaseSettings):
+    """What the operator needs to know about its environment; see each field's description."""
+
+    model_config = SettingsConfigDict(env_prefix="KUBETUNE_", extra="ignore")
+
+    # --- the trainer pod -------------------------------------------------------------------
+    trainer_image: str = Field(
+        default="ghcr.io/kubetune/trainer:0.1.0", description="Trainer container image."
+    )
+    trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    trainer_command: list[str] = Field(
+        default_factory=lambda: ["kubetune-trainer"],
+        description="Container command (tests point it at a stand-in trainer script).",
+    )
+    trainer_args: list[str] = Field(default_factory=list, description="Container args.")
+    trainer_service_account: str | None = Field(
+        default=None,
+        description="ServiceAccount of trainer pods (its API token is never mounted).",
+    )
+    trainer_uid: int = Field(default=1000, ge=1, description="runAsUser/runAsGroup/fsGroup.")
+    termination_grace_seconds: int = Field(
+        default=120, ge=0, description="Time the trainer gets to checkpoint on SIGTERM."
+    )
+    image_pull_grace_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="An image that cannot be pulled for this long fails the job (ImagePull).",
+    )
+    max_backoff_limit: int = Field(
+        default=10, ge=0, description="Upper bound for the Job's backoffLimit (spec.maxRetries)."
+    )
+
+    # --- volumes -----------------------------------------------------------------------------
+    models_claim: str = Field(default="kubetune-models", description="Models PVC (per namespace).")
+    data_claim: str = Field(
+        default="kubetune-data", description="Datasets PVC (mounted read-only)."
+    )
+    catalog_file: str | None = Field(
+        default=None, description="Model catalog YAML; the packaged default when unset."
+    )
+
+    # --- progress endpoint (see progress_server.py) --------------------------------------
+    progress_enabled: bool = Field(default=True, description="Serve the progress endpoint.")
+    progress_bind: str = Field(default="127.0.0.1", description="Progress server bind address.")
+    progress_port: int = Field(default=8081, ge=0, le=65535, description="0 picks a free port.")
+    progress_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL trainers reach the endpoint at (e.g. http://kubetune-operator."
+            "kubetune-system.svc:8081); default http://<bind>:<port>."
+        ),
+    )
+    progress_min_interval: float = Field(
+        default=2.0, ge=0.0, description="At most one progress status patch per job per interval."
+    )
+    token_review_cache_seconds: float = Field(
+        default=60.0, ge=0.0, description="How long an accepted token is trusted without review."
+    )
+
+    # --- the Job -----------------------------------------------------------------------------
+    ttl_seconds_after_finished: int | None = Field(
+        default=3600,
+        ge=0,
+        description="Set on the Job once the final status is copied; unset keeps finished Jobs.",
+    )
+    use_pod_failure_policy: Toggle = Field(
+        default="auto", description="podFailurePolicy: auto = server >= 1.26."
+    )
+    use_suspend: Toggle = Field(default="auto", description="Job suspend for Kueue: auto >= 1.22.")
+
+    # --- the controller ------------------------------------------------------------------
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty watches the whole cluster."
+    )
+    workers: int = Field(default=16, ge=1, le=256, description="Concurrent reconciles.")
+    api_connections: int = Field(default=32, ge=1, description="HTTP connections to the API.")
+    batch_seconds: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="Job/pod/Event changes wait this long so bursts become one reconcile.",
+    )
+    resync_seconds: float = Field(
+        default=30.0, gt=0.0, description="Re-derive unfinished jobs at least this often."
+    )
+    peering_name: str | None = Field(
+        default=None,
+        description="kopf peering name (needs kopf's peering CRDs); unset runs standalone.",
+    )
+    liveness_bind: str = Field(default="127.0.0.1", description="Liveness endpoint address.")
+    liveness_port: int | None = Field(
+        default=8080, ge=0, le=65535, description="GET /healthz; unset disables it."
+    )
+    log_format: Literal["json", "plain"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    reporting_instance: str = Field(
+        default="kubetune-operator", description="reportingInstance of Events."
+    )
+
+    # --- tests only ----------------------------------------------------------------------
+    crash_after_job_create: bool = Field(
+        default=False,
+        description="TESTS ONLY: SIGKILL the operator right after it created a Job.",
+    )
+
+    @field_validator("trainer_command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("trainer_command needs at least one element")
+        return value
+
+    def progress_base_url(self, bound_port: int | None = None) -> str | None:
+        """The URL prefix trainers post to, or None when progress is off."""
+        if not self.progress_enabled:
+            return None
+        if self.progress_url:
+            return self.progress_url.rstrip("/")
+        port = bound_port if bound_port is not None else self.progress_port
+        host = "127.0.0.1" if self.progress_bind in ("0.0.0.0", "::", "") else self.progress_bind  # noqa: S104
+        return f"http://{host}:{port}"
