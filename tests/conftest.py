@@ -1,9 +1,9 @@
 """Shared fixtures: the real local Kubernetes cluster, a namespace per test, an API client.
 
 `cluster` (session) starts a cluster with the same code as `make cluster-up`, in its own
-state dir (`.local/test-cluster`, so it never collides with a developer's cluster), and
-stops it at the end. Without the binaries or when it cannot start: a failure under CI=true,
-a skip with the reason otherwise. Mark tests that use it `@pytest.mark.cluster`.
+state dir (`.local/test-cluster`, or $KUBETUNE_TEST_CLUSTER_DIR), so it never collides with
+a developer's cluster, and stops it at the end. Without the binaries or when it cannot
+start: a failure under CI=true, a skip with the reason otherwise. Mark tests that use it `@pytest.mark.cluster`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from kubetune_local.cluster import ClusterError, LocalCluster, binaries
 from kubetune_local.testing import cluster_unavailable, start_cluster, stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_CLUSTER_DIR = REPO / ".local" / "test-cluster"
+# KUBETUNE_TEST_CLUSTER_DIR gives a session its own cluster (two sessions in one checkout).
+TEST_CLUSTER_DIR = Path(
+    os.environ.get("KUBETUNE_TEST_CLUSTER_DIR") or REPO / ".local" / "test-cluster"
+)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,14 +16,6 @@ from api.api_proc import ApiProcess
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-
-
-# Concurrent pytest sessions share tests/conftest.py's cluster directory, and the first to
-# end stops it under the others: KUBETUNE_API_TEST_CLUSTER_DIR gives this session its own.
-if os.environ.get("KUBETUNE_API_TEST_CLUSTER_DIR"):
-    _root = sys.modules.get("conftest")
-    if _root is not None and hasattr(_root, "TEST_CLUSTER_DIR"):
-        _root.TEST_CLUSTER_DIR = Path(os.environ["KUBETUNE_API_TEST_CLUSTER_DIR"])
 
 
 @pytest.fixture(scope="session")

@@ -7,38 +7,12 @@ Each test gets its own namespace (tests/conftest.py), the two PVCs the trainer m
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubetune_local.cluster import ClusterError, LocalCluster, binaries
-from kubetune_local.testing import cluster_unavailable, start_cluster, stop_cluster
+from kubetune_local.cluster import LocalCluster
 from support.operator_proc import OperatorProcess, create_claims, install_crd
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[LocalCluster]:
-    """tests/conftest.py's cluster, in `KUBETUNE_TEST_CLUSTER_DIR` when set.
-
-    Several engineers run the suite in one checkout at once; the shared state dir lets one
-    session's teardown stop another's cluster. A private dir avoids that.
-    """
-    state = Path(
-        os.environ.get("KUBETUNE_TEST_CLUSTER_DIR")
-        or Path(__file__).resolve().parents[2] / ".local" / "test-cluster"
-    )
-    try:
-        binaries()
-        started, _ = start_cluster(state)
-    except (ClusterError, subprocess.TimeoutExpired, OSError) as exc:
-        cluster_unavailable(str(exc))
-    try:
-        yield started
-    finally:
-        stop_cluster(state)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,302 @@
+"""Benchmark: the kubetune trainer (packed sequences, lean loop) against a plain transformers
+`Trainer` with per-batch padding and no packing: same model, data, epochs, learning rate,
+seed and machine; runs alternate in one invocation, each in its own process (peak RSS is per
+run).
+
+Reported per mode: real (non-pad) tokens/s of the training loop, the held-out eval loss after
+the same real tokens (both see every training example the same number of times, scored by the
+same function), peak RSS. Batch sizes give both about the same real tokens per optimizer step
+(the HF batch in examples, the kubetune batch in packed sequences), so the comparison is at
+equal optimisation work, not just equal data.
+
+    .venv/bin/python tests/bench/trainer_bench.py [--rounds 2] [--epochs 2] [--with-hf-packed]
+
+Last line: `throughput_ratio_vs_hf_padded: X.XX` (kubetune / HF padded, medians). Goal: >= 2.0
+with eval losses within 2%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MODES = ("kubetune", "hf_padded")
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    from kubetune_crd.spec import DatasetSpec
+    from kubetune_trainer.dataset import encode_rows, split_rows
+    from kubetune_trainer.formats import load_table
+    from kubetune_trainer.modeling import load_tokenizer
+    from kubetune_trainer.samples import sample_path
+
+    tokenizer = load_tokenizer(args.model)
+    table = load_table(sample_path(args.dataset), args.dataset, DatasetSpec(url=args.dataset))
+    train_rows, held_rows = split_rows(table.rows, 0.1, args.seed)
+    train = encode_rows(tokenizer, table.kind, train_rows, args.max_seq_length).examples
+    held = encode_rows(tokenizer, table.kind, held_rows, args.max_seq_length).examples
+    return tokenizer, table, train, held
+
+
+def kubetune_batch_size(args: argparse.Namespace, train: list[Any]) -> int:
+    mean = sum(len(e.input_ids) for e in train) / len(train)
+    return max(1, round(args.hf_batch_size * mean / args.max_seq_length))
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One training run in this process; returns its measurements."""
+    from kubetune_trainer.runtime import prepare_environment, quiet_libraries
+
+    prepare_environment()
+    quiet_libraries()
+    import torch
+    from kubetune_crd.spec import HyperparametersSpec, MethodSpec
+    from kubetune_trainer.checkpoints import TrainState
+    from kubetune_trainer.modeling import load_model
+    from kubetune_trainer.packing import pack
+    from kubetune_trainer.runtime import pick_device
+    from kubetune_trainer.train import (
+        LoopConfig,
+        Schedule,
+        StopFlag,
+        evaluate,
+        make_optimizer,
+        train_loop,
+    )
+
+    tokenizer, _, train, held = _prepare(args)
+    device = pick_device()
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, MethodSpec(type="full"), device, False)
+    pad_id = int(tokenizer.pad_token_id)
+    eval_rows = pack(held, args.max_seq_length, True)
+    real_tokens = sum(len(e.input_ids) for e in train) * args.epochs
+    batch = args.hf_batch_size
+    if args.child == "kubetune" or args.child == "hf_packed":
+        batch = kubetune_batch_size(args, train)
+    hp = HyperparametersSpec(
+        epochs=args.epochs,
+        batch_size=min(batch, 16),
+        learning_rate=args.learning_rate,
+        max_seq_length=args.max_seq_length,
+        warmup_ratio=0.03,
+        seed=args.seed,
+        logging_steps=10_000,
+    )
+
+    if args.child == "kubetune":
+        rows = pack(train, args.max_seq_length, True)
+        schedule = Schedule(len(rows), hp.batch_size, 1, hp.seed)
+        total = schedule.total_steps(hp)
+        optimizer, scheduler = make_optimizer(model, hp, total, device)
+        state = TrainState("bench", total_steps=total)
+        with tempfile.TemporaryDirectory() as ckpt:
+            cfg = LoopConfig(hp, Path(ckpt), 0, 1, pad_id)
+            start = time.perf_counter()
+            state = train_loop(
+                model,
+                rows,
+                schedule,
+                state,
+                optimizer,
+                scheduler,
+                cfg,
+                device,
+                lambda _p: None,
+                StopFlag(),
+            )
+            seconds = time.perf_counter() - start
+        assert state.real_tokens == real_tokens, (state.real_tokens, real_tokens)
+        steps = state.step
+        processed = sum(len(r) for r in rows) * args.epochs
+    else:
+        seconds, steps, processed = _hf_train(args, model, tokenizer, train, hp, pad_id)
+
+    eval_loss = evaluate(model, eval_rows, 8, pad_id, device)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "mode": args.child,
+        "batch_size": hp.batch_size,
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "real_tokens": real_tokens,
+        "padded_tokens": processed,
+        "real_tokens_per_s": round(real_tokens / seconds, 1),
+        "pad_fraction": round(1 - real_tokens / processed, 3),
+        "eval_loss": eval_loss,
+        "peak_rss_mb": round(rss_mb, 1),
+    }
+
+
+def _hf_train(
+    args: argparse.Namespace, model: Any, tokenizer: Any, train: list[Any], hp: Any, pad_id: int
+) -> tuple[float, int, int]:
+    """transformers.Trainer: per-batch padding (DataCollatorForSeq2Seq), or our packed rows."""
+    import math
+
+    import torch
+    from kubetune_trainer.packing import collate, pack
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    if args.child == "hf_packed":
+        rows = pack(train, args.max_seq_length, True)
+        features: list[Any] = rows
+
+        def collator(batch: list[Any]) -> dict[str, Any]:
+            b = collate(batch, pad_id)
+            return {"input_ids": b.input_ids, "labels": b.labels, "position_ids": b.position_ids}
+
+        data_collator: Any = collator
+        padded_counter = rows
+    else:
+        features = [{"input_ids": e.input_ids, "labels": e.labels} for e in train]
+        data_collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        padded_counter = None
+
+    class ListDataset(torch.utils.data.Dataset[Any]):
+        def __len__(self) -> int:
+            return len(features)
+
+        def __getitem__(self, i: int) -> Any:
+            return features[i]
+
+    steps_per_epoch = math.ceil(len(features) / hp.batch_size)
+    total = steps_per_epoch * hp.epochs
+    processed = 0
+
+    def counting(batch: list[Any]) -> Any:
+        nonlocal processed
+        out = data_collator(batch)
+        processed += int(out["input_ids"].numel())
+        return out
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        targs = TrainingArguments(
+            output_dir=out_dir,
+            per_device_train_batch_size=hp.batch_size,
+            num_train_epochs=hp.epochs,
+            learning_rate=hp.learning_rate,
+            warmup_steps=math.ceil(total * hp.warmup_ratio),
+            weight_decay=0.0,
+            lr_scheduler_type="linear",
+            max_grad_norm=1.0,
+            seed=hp.seed,
+            logging_strategy="no",
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=not torch.cuda.is_available(),
+            remove_unused_columns=False,
+        )
+        trainer = Trainer(
+            model=model, args=targs, train_dataset=ListDataset(), data_collator=counting
+        )
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    del padded_counter
+    return seconds, total, processed
+
+
+def parent(args: argparse.Namespace) -> int:
+    from kubetune_trainer.tiny_model import build_tiny_model
+
+    modes = list(MODES) + (["hf_packed"] if args.with_hf_packed else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.model:
+            args.model = str(build_tiny_model(Path(tmp) / "tiny"))
+        print(
+            f"model={args.model} dataset={args.dataset} epochs={args.epochs} "
+            f"max_seq_length={args.max_seq_length} hf_batch={args.hf_batch_size} "
+            f"lr={args.learning_rate} rounds={args.rounds} cpus={os.cpu_count()}",
+            flush=True,
+        )
+        results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+        for round_ in range(args.rounds):
+            order = modes if round_ % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    "--model",
+                    args.model,
+                    "--dataset",
+                    args.dataset,
+                    "--epochs",
+                    str(args.epochs),
+                    "--max-seq-length",
+                    str(args.max_seq_length),
+                    "--hf-batch-size",
+                    str(args.hf_batch_size),
+                    "--learning-rate",
+                    str(args.learning_rate),
+                    "--seed",
+                    str(args.seed),
+                ]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    return 1
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                results[mode].append(result)
+                print(f"round {round_ + 1} {json.dumps(result)}", flush=True)
+
+    def med(mode: str, key: str) -> float:
+        return float(statistics.median(r[key] for r in results[mode]))
+
+    print("\nmode        real_tok/s  eval_loss  pad_frac  steps  batch  peak_rss_mb")
+    for mode in modes:
+        print(
+            f"{mode:<11} {med(mode, 'real_tokens_per_s'):>10.1f} {med(mode, 'eval_loss'):>10.4f} "
+            f"{med(mode, 'pad_fraction'):>9.3f} {int(med(mode, 'steps')):>6} "
+            f"{int(med(mode, 'batch_size')):>6} {med(mode, 'peak_rss_mb'):>12.1f}"
+        )
+    kt, hf = med("kubetune", "eval_loss"), med("hf_padded", "eval_loss")
+    print(f"eval_loss_diff_vs_hf_padded: {100 * (kt - hf) / hf:+.2f}%")
+    if args.with_hf_packed:
+        ratio_loop = med("kubetune", "real_tokens_per_s") / med("hf_packed", "real_tokens_per_s")
+        print(f"loop_ratio_vs_hf_trainer_packed: {ratio_loop:.2f}")
+    ratio = med("kubetune", "real_tokens_per_s") / med("hf_padded", "real_tokens_per_s")
+    print(f"throughput_ratio_vs_hf_padded: {ratio:.2f}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--child", choices=[*MODES, "hf_packed"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="", help="model directory (default: build the tiny one)")
+    parser.add_argument("--dataset", default="frigo_training.jsonl", help="packaged sample file")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-seq-length", type=int, default=384)
+    parser.add_argument("--hf-batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--with-hf-packed", action="store_true", help="also time HF Trainer on packed rows"
+    )
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+    return parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
