@@ -3,7 +3,8 @@
 `cluster` (session) starts a cluster with the same code as `make cluster-up`, in its own
 state dir (`.local/test-cluster`, or $KUBETUNE_TEST_CLUSTER_DIR), so it never collides with
 a developer's cluster, and stops it at the end. Without the binaries or when it cannot
-start: a failure under CI=true, a skip with the reason otherwise. Mark tests that use it `@pytest.mark.cluster`.
+start: a failure under CI=true, a skip with the reason otherwise.
+Mark tests that use it `@pytest.mark.cluster`.
 """
 
 from __future__ import annotations
