@@ -5,6 +5,12 @@ place a pod whose claim is unbound. Like kind's local-path-provisioner, this cre
 `hostPath` PersistentVolume pre-bound (claimRef) to each pending claim, pointing at
 `<pv_root>/<namespace>/<claim>` — the same directory the node agent mounts for that claim,
 so files survive pod restarts and can be seeded from the host (tests, `make demo`).
+
+Once its claim is deleted, the PV controller marks such a volume `Released`, and a Released
+volume never binds again (its claimRef names the deleted claim's uid). The provisioner deletes
+the Released volumes it created (the API object only: the host directory keeps its data, as
+with reclaim policy Retain), so volumes do not pile up; a new claim of the same name gets a new
+volume on the same directory.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 log = logging.getLogger("kubetune.provisioner")
 
 PROVISIONED_BY = "kubetune.io/local-provisioner"
+MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=kubetune-local"
 
 
 def claim_dir(pv_root: Path, namespace: str, claim: str) -> Path:
@@ -69,8 +76,19 @@ def volume_for_claim(pvc: dict[str, Any], pv_root: Path) -> dict[str, Any]:
     }
 
 
+def released_by_us(pv: dict[str, Any]) -> bool:
+    """A volume this provisioner created whose claim is gone (phase Released): to delete."""
+    meta = pv.get("metadata") or {}
+    return (
+        (meta.get("annotations") or {}).get("pv.kubernetes.io/provisioned-by") == PROVISIONED_BY
+        and (pv.get("status") or {}).get("phase") == "Released"
+        and not meta.get("deletionTimestamp")
+    )
+
+
 class LocalProvisioner:
-    """Watches claims and creates a bound hostPath volume for each pending one."""
+    """Watches claims and creates a bound hostPath volume for each pending one; deletes the
+    volumes it created once they are Released (their data stays on the host)."""
 
     def __init__(self, api_client: client.ApiClient, pv_root: Path) -> None:
         self.core = client.CoreV1Api(api_client)
@@ -101,7 +119,60 @@ class LocalProvisioner:
         )
         return True
 
+    def reclaim(self, pv: dict[str, Any]) -> bool:
+        """Delete a Released volume we provisioned (not its directory); True when deleted."""
+        if not released_by_us(pv):
+            return False
+        name = pv["metadata"]["name"]
+        try:
+            # The uid precondition: never delete a newer volume that reuses the name.
+            self.core.delete_persistent_volume(
+                name,
+                body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(uid=pv["metadata"].get("uid"))
+                ),
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        path = ((pv.get("spec") or {}).get("hostPath") or {}).get("path")
+        log.info("deleted released volume %s (its data stays in %s)", name, path)
+        return True
+
     def run(self, stop: threading.Event) -> None:
+        """List+watch claims (and, in a thread, our volumes) until `stop` is set."""
+        threading.Thread(
+            target=self.run_volumes, args=(stop,), name="provisioner-volumes", daemon=True
+        ).start()
+        self.run_claims(stop)
+
+    def run_volumes(self, stop: threading.Event) -> None:
+        """List+watch the volumes we created, deleting the Released ones."""
+        while not stop.is_set():
+            try:
+                listing = self.core.list_persistent_volume(
+                    label_selector=MANAGED_BY_SELECTOR, _preload_content=False
+                )
+                data = _json(listing)
+                for pv in data.get("items") or []:
+                    self.reclaim(pv)
+                stream = watch.Watch().stream(
+                    self.core.list_persistent_volume,
+                    label_selector=MANAGED_BY_SELECTOR,
+                    resource_version=data["metadata"]["resourceVersion"],
+                    timeout_seconds=60,
+                )
+                for event in stream:
+                    if stop.is_set():
+                        return
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self.reclaim(dict(event["raw_object"]))
+            except Exception:  # a dropped watch or a restarting apiserver: list again
+                log.exception("provisioner volume loop failed; retrying")
+                stop.wait(2.0)
+
+    def run_claims(self, stop: threading.Event) -> None:
         """List+watch claims until `stop` is set, reconnecting on errors."""
         while not stop.is_set():
             try:

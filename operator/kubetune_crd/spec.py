@@ -8,7 +8,7 @@ Jobs from them and the trainer reads its configuration from them. Field descript
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -142,15 +142,31 @@ class HyperparametersSpec(CamelModel):
     )
 
 
+def _no_schema_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class ResourcesSpec(CamelModel):
     """Compute the trainer pod asks for."""
 
-    gpus: int = Field(default=1, ge=0, le=64, description="nvidia.com/gpu count (0 runs on CPU).")
+    gpus: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="GPU count (0 runs on CPU); unset: the operator's default (1 unless set).",
+        # No default in the CRD: the operator applies its own (KUBETUNE_TRAINER_DEFAULT_GPUS)
+        # to a stored spec without the field; Python readers still see 1.
+        json_schema_extra=_no_schema_default,
+    )
     cpu: str | None = Field(
-        default=None, pattern=QUANTITY, description="CPU request and limit, e.g. 8 or 4500m."
+        default=None,
+        pattern=QUANTITY,
+        description="CPU request and limit, e.g. 8 or 4500m; unset: the operator's default.",
     )
     memory: str | None = Field(
-        default=None, pattern=QUANTITY, description="Memory request and limit, e.g. 32Gi."
+        default=None,
+        pattern=QUANTITY,
+        description="Memory request and limit, e.g. 32Gi; unset: the operator's default.",
     )
 
 

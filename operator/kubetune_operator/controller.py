@@ -7,7 +7,10 @@ FineTuneJob's key. Workers then run `reconcile(key)`, which reads the latest cac
 1. no Job yet and not finished -> build it (pure `job_builder`) and create it; a 409 means it
    already exists (an earlier run, maybe killed right after creating it): adopt it when its
    owner reference is this FineTuneJob's uid. The Job name is the FineTuneJob's name, so
-   there can never be two.
+   there can never be two. FineTuneJobs without a Job are queued first (urgent); while
+   others still wait for theirs, a worker that just created a Job re-queues its key (at the
+   back) instead of writing the status now, so a burst of creations is not slowed down by
+   status writes (`CreateTimings`, in the liveness probe, shows where the latency goes).
 2. derive the status (pure `status_derivation`) and write the difference (merge patch on the
    status subresource); post an Event for each transition once the write succeeded.
 3. only after a terminal status is written: delete a still-running Job (cancel, or a bad-input
@@ -31,6 +34,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from typing import Any
 
 from kubetune_crd.catalog import Catalog, load_catalog
@@ -99,6 +103,48 @@ def _owner_uid(obj: Obj, kind: str) -> str | None:
     return None
 
 
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1], 1)}
+
+
+class CreateTimings:
+    """Where the time between a FineTuneJob's watch event and its Job's creation goes (ms).
+
+    `queue`: handler -> a worker picks the key up; `build`: parse + pure Job builder;
+    `post`: the Job create call (API server latency); `total`: handler -> Job created.
+    The latest `size` creations only; served by the liveness probe (benchmarks read it).
+    """
+
+    STAGES = ("queue", "build", "post", "total")
+
+    def __init__(self, size: int = 2000) -> None:
+        self.samples: deque[tuple[float, float, float, float]] = deque(maxlen=size)
+
+    def add(self, seen: float, dequeued: float, post_start: float, post_end: float) -> None:
+        ms = 1000.0
+        self.samples.append(
+            (
+                (dequeued - seen) * ms,
+                (post_start - dequeued) * ms,
+                (post_end - post_start) * ms,
+                (post_end - seen) * ms,
+            )
+        )
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": len(self.samples)}
+        for i, stage in enumerate(self.STAGES):
+            out[stage] = _percentiles([sample[i] for sample in self.samples])
+        return out
+
+
 class Controller:
     """Everything the operator holds in memory; one per process."""
 
@@ -126,6 +172,8 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         self.reconciles = 0
         self.jobs_created = 0
+        self.seen_at: dict[Key, float] = {}  # first watch event of a FineTuneJob without a Job
+        self.create_timings = CreateTimings()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -190,6 +238,7 @@ class Controller:
         key = _key(obj)
         if deleted:
             self.ftjs.pop(key, None)
+            self.seen_at.pop(key, None)
             if self.progress is not None:
                 self.progress.forget(*key)
             self.queue.forget(key)
@@ -210,7 +259,10 @@ class Controller:
     def needs_job(self, key: Key) -> bool:
         """A FineTuneJob that still needs its Job: reconciled before status-only work."""
         obj = self.ftjs.get(key) or {}
-        return key not in self.jobs and (obj.get("status") or {}).get("phase") is None
+        needs = key not in self.jobs and (obj.get("status") or {}).get("phase") is None
+        if needs:
+            self.seen_at.setdefault(key, time.monotonic())
+        return needs
 
     def store_job(self, obj: Obj, deleted: bool = False) -> Key | None:
         ns, _ = _key(obj)
@@ -333,6 +385,7 @@ class Controller:
     # --- reconcile -----------------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> None:
+        dequeued = time.monotonic()
         obj = self.ftjs.get(key)
         if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -355,7 +408,13 @@ class Controller:
             )
             job = None
         if job is None and create_error is None and not terminal and not ftj.spec.cancel:
-            job, create_error = await self._ensure_job(key, ftj)
+            job, create_error = await self._ensure_job(key, ftj, dequeued)
+            if job is not None and create_error is None and self.queue.urgent_waiting():
+                # A burst: other FineTuneJobs still wait for their Jobs. Creating those first
+                # keeps this worker (and the API server) off the status write, which follows
+                # in a later pass, behind them (added now, queued at the back when done).
+                self.queue.add(key)
+                return
         plan = job_builder.plan_for(ftj, self.settings, self.catalog, self.progress_base_url)
         pods = self.pods_of(key, job)
         latest = self.progress.latest(namespace, name) if self.progress else None
@@ -408,12 +467,13 @@ class Controller:
             task.add_done_callback(self._background.discard)
 
     async def _ensure_job(
-        self, key: Key, ftj: FineTuneJob
+        self, key: Key, ftj: FineTuneJob, dequeued: float | None = None
     ) -> tuple[Obj | None, CreateError | None]:
         namespace, name = key
         manifest = job_builder.build_job(
             ftj, self.settings, self.capabilities, self.catalog, self.progress_base_url
         )
+        post_start = time.monotonic()
         try:
             created = await self.client.post(job_path(namespace), manifest)
         except ApiError as exc:
@@ -424,9 +484,19 @@ class Controller:
             if exc.status in (403, 404):
                 return None, CreateError(f"{exc.status} {exc.reason}: {exc.message}")
             raise
+        post_end = time.monotonic()
         self.jobs_created += 1
         self.store_job(created)
-        log.info("created Job %s/%s", namespace, name)
+        seen = self.seen_at.pop(key, None)
+        if seen is not None and dequeued is not None:
+            self.create_timings.add(seen, dequeued, post_start, post_end)
+        log.info(
+            "created Job %s/%s (%.0f ms after its watch event; create call %.0f ms)",
+            namespace,
+            name,
+            (post_end - seen) * 1000 if seen is not None else float("nan"),
+            (post_end - post_start) * 1000,
+        )
         if self.settings.crash_after_job_create:
             os.kill(os.getpid(), signal.SIGKILL)  # tests: a crash right after the create
         return created, None

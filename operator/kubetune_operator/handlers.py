@@ -82,6 +82,7 @@ def probe(**_: Any) -> dict[str, Any]:
         "queued": len(ctl.queue),
         "reconciles": ctl.reconciles,
         "jobsCreated": ctl.jobs_created,
+        "jobCreateMs": ctl.create_timings.summary(),
     }
 
 

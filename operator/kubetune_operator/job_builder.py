@@ -171,7 +171,12 @@ def _aws_env(prefix: str, secret: str) -> list[dict[str, Any]]:
     ]
 
 
-def _env(ftj: FineTuneJob, plan: RunPlan) -> list[dict[str, Any]]:
+def uses_s3(ftj: FineTuneJob, plan: RunPlan) -> bool:
+    """Whether the trainer talks to S3 (an s3:// dataset or an S3 output)."""
+    return plan.output.s3 is not None or ftj.spec.dataset.url.startswith("s3://")
+
+
+def _env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": RUN_CONFIG_ENV, "value": plan.run_config.model_dump_json(by_alias=True)},
         {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, the root fs is read-only
@@ -186,6 +191,23 @@ def _env(ftj: FineTuneJob, plan: RunPlan) -> list[dict[str, Any]]:
     out_secret = s3.credentials_secret_ref.name if s3 and s3.credentials_secret_ref else None
     data_ref = ftj.spec.dataset.credentials_secret_ref
     data_secret = data_ref.name if data_ref else None
+    # Operator-wide S3 defaults (KUBETUNE_S3_ENDPOINT_URL / _REGION, e.g. an in-cluster MinIO)
+    # when the spec names no endpoint/region. They come *before* the Secrets' optional
+    # AWS_ENDPOINT_URL / AWS_REGION keys: for a repeated name the last definition wins, and an
+    # optional key the Secret lacks defines nothing, so a Secret's own value beats the default.
+    defaults: list[dict[str, Any]] = []
+    if uses_s3(ftj, plan):
+        endpoint = settings.s3_endpoint_url if not (s3 and s3.endpoint_url) else None
+        region = settings.s3_region if not (s3 and s3.region) else None
+        prefixes = [""]
+        if out_secret and data_secret and data_secret != out_secret:
+            prefixes.append("DATASET_")
+        for prefix in prefixes:
+            if endpoint:
+                defaults.append({"name": f"{prefix}AWS_ENDPOINT_URL", "value": endpoint})
+            if region:
+                defaults.append({"name": f"{prefix}AWS_REGION", "value": region})
+    env += defaults
     if out_secret:
         env += _aws_env("", out_secret)
         if data_secret and data_secret != out_secret:
@@ -199,18 +221,51 @@ def _env(ftj: FineTuneJob, plan: RunPlan) -> list[dict[str, Any]]:
     return env
 
 
-def _resources(ftj: FineTuneJob) -> dict[str, Any]:
+def gpu_count(ftj: FineTuneJob, settings: OperatorSettings) -> int:
+    """spec.resources.gpus when the stored spec has it, else the operator's default.
+
+    The CRD gives `gpus` no default (the typed model's 1 applies only to Python readers),
+    so `model_fields_set` tells a spec that asked for 1 GPU from one that said nothing.
+    """
+    res = ftj.spec.resources
+    return res.gpus if "gpus" in res.model_fields_set else settings.trainer_default_gpus
+
+
+def _resources(ftj: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
     res = ftj.spec.resources
     amounts: dict[str, str] = {}
-    if res.cpu:
-        amounts["cpu"] = res.cpu
-    if res.memory:
-        amounts["memory"] = res.memory
-    if res.gpus:
-        amounts["nvidia.com/gpu"] = str(res.gpus)
+    cpu = res.cpu or settings.trainer_default_cpu
+    memory = res.memory or settings.trainer_default_memory
+    gpus = gpu_count(ftj, settings)
+    if cpu:
+        amounts["cpu"] = cpu
+    if memory:
+        amounts["memory"] = memory
+    if gpus:
+        amounts[settings.gpu_resource_name] = str(gpus)
     if not amounts:
         return {}
     return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def queue_name(ftj: FineTuneJob, settings: OperatorSettings) -> str | None:
+    """The Kueue LocalQueue: the spec's, else the operator's default (None: not queued)."""
+    return ftj.spec.scheduling.queue_name or settings.default_queue_name
+
+
+def node_selector(ftj: FineTuneJob, settings: OperatorSettings) -> dict[str, str]:
+    """The operator's node labels plus the spec's (the spec wins for a key both set)."""
+    return {**settings.trainer_node_selector, **ftj.spec.scheduling.node_selector}
+
+
+def tolerations(ftj: FineTuneJob, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The operator's tolerations, then the spec's (identical ones once)."""
+    merged: list[dict[str, Any]] = []
+    for toleration in [*settings.trainer_tolerations, *ftj.spec.scheduling.tolerations]:
+        item = toleration.to_k8s()
+        if item not in merged:
+            merged.append(item)
+    return merged
 
 
 def _volumes(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> tuple[list[Any], ...]:
@@ -270,8 +325,9 @@ def build_job(
     namespace = str(ftj.metadata.get("namespace", "default"))
     spec = ftj.spec
     labels = job_labels(name)
-    if spec.scheduling.queue_name:
-        labels[LABEL_KUEUE_QUEUE] = spec.scheduling.queue_name
+    queue = queue_name(ftj, settings)
+    if queue:
+        labels[LABEL_KUEUE_QUEUE] = queue
     volumes, mounts = _volumes(ftj, plan, settings)
     uid = settings.trainer_uid
     container: dict[str, Any] = {
@@ -279,7 +335,7 @@ def build_job(
         "image": settings.trainer_image,
         "imagePullPolicy": settings.trainer_image_pull_policy,
         "command": list(settings.trainer_command),
-        "env": _env(ftj, plan),
+        "env": _env(ftj, plan, settings),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -294,7 +350,7 @@ def build_job(
     }
     if settings.trainer_args:
         container["args"] = list(settings.trainer_args)
-    resources = _resources(ftj)
+    resources = _resources(ftj, settings)
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
@@ -314,10 +370,12 @@ def build_job(
     }
     if settings.trainer_service_account:
         pod_spec["serviceAccountName"] = settings.trainer_service_account
-    if spec.scheduling.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
-    if spec.scheduling.tolerations:
-        pod_spec["tolerations"] = [t.to_k8s() for t in spec.scheduling.tolerations]
+    selector = node_selector(ftj, settings)
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    pod_tolerations = tolerations(ftj, settings)
+    if pod_tolerations:
+        pod_spec["tolerations"] = pod_tolerations
     if spec.scheduling.priority_class_name:
         pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
     job_spec: dict[str, Any] = {
@@ -347,7 +405,7 @@ def build_job(
                 },
             ]
         }
-    if spec.scheduling.queue_name and capabilities.suspend:
+    if queue and capabilities.suspend:
         job_spec["suspend"] = True  # Kueue admits it by unsuspending
     return {
         "apiVersion": "batch/v1",

@@ -7,8 +7,9 @@ chart, `make dev-up` and the tests configure it the same way. Lists are JSON
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+from kubetune_crd.spec import DNS_LABEL, QUANTITY, Toleration
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,6 +46,57 @@ class OperatorSettings(BaseSettings):
     )
     max_backoff_limit: int = Field(
         default=10, ge=0, description="Upper bound for the Job's backoffLimit (spec.maxRetries)."
+    )
+
+    # --- trainer pod defaults (a FineTuneJob's own spec wins over each of these) ------------
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu",
+        min_length=1,
+        description="Extended resource a GPU is requested as (nvidia.com/gpu, amd.com/gpu...).",
+    )
+    trainer_default_gpus: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description=(
+            "GPUs of a FineTuneJob whose stored spec has no resources.gpus (the CRD gives that "
+            "field no default so the operator can tell; objects stored by an older CRD that "
+            "defaulted it to 1 keep their 1)."
+        ),
+    )
+    trainer_default_cpu: str | None = Field(
+        default=None,
+        pattern=QUANTITY,
+        description="CPU request = limit when spec.resources.cpu is unset.",
+    )
+    trainer_default_memory: str | None = Field(
+        default=None,
+        pattern=QUANTITY,
+        description="Memory request = limit when spec.resources.memory is unset.",
+    )
+    trainer_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels every trainer pod requires (JSON); the spec's win per key.",
+    )
+    trainer_tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Tolerations (JSON list) every trainer pod gets, before the spec's own.",
+    )
+    default_queue_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        description="Kueue LocalQueue of a FineTuneJob that names none; unset: no queue.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "AWS_ENDPOINT_URL given to trainers that use S3 when the spec names no endpoint "
+            "(a credentials Secret's own AWS_ENDPOINT_URL key still wins)."
+        ),
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="AWS_REGION likewise (the spec's region, then the Secret's key, win).",
     )
 
     # --- volumes -----------------------------------------------------------------------------
@@ -118,6 +170,21 @@ class OperatorSettings(BaseSettings):
         default=False,
         description="TESTS ONLY: SIGKILL the operator right after it created a Job.",
     )
+
+    @field_validator(
+        "trainer_default_cpu",
+        "trainer_default_memory",
+        "default_queue_name",
+        "s3_endpoint_url",
+        "s3_region",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """The chart renders unset values as "": treat them as unset."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("trainer_command")
     @classmethod

@@ -53,6 +53,10 @@ class WorkQueue(Generic[K]):
             self._queue.append(key)
         self._wakeup.set()
 
+    def urgent_waiting(self) -> bool:
+        """Whether urgent keys (FineTuneJobs still without a Job) wait for a worker."""
+        return bool(self._urgent)
+
     def add_soon(self, key: K, delay: float) -> None:
         """Queue `key` after `delay` unless it is queued or already scheduled: many watch events
         about one object within `delay` become one reconcile."""

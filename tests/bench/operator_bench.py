@@ -12,7 +12,15 @@ Reported: latency from each FineTuneJob's create call returning to its Job's ADD
 shows the Unschedulable pending reason, and the operator's peak RSS (VmHWM).
 Goal: p50 <= 100 ms, all Jobs in <= 60 s, RSS <= 200 MB.
 
+Where the latency goes (`stages`): `ftj_watch_ms`, the bench's own FineTuneJob watch (create
+returned -> ADDED event: the API server's watch delivery under the burst, which the operator's
+watch shares); the operator's own split from its liveness probe (`jobCreateMs`: its handler ->
+a worker picks the key up (`queue`), parse + build (`build`), the Job create call (`post`));
+and `job_watch_ms`, the Job create call returning -> the bench sees the Job's ADDED event.
+The 1-minute load average before the run is printed too: compare runs only at similar load.
+
     .venv/bin/python tests/bench/operator_bench.py [--count 500] [--workers 16] [--kubeconfig K]
+        [--save result.json] [--baseline earlier-result.json]
 """
 
 from __future__ import annotations
@@ -82,8 +90,27 @@ def run(kubeconfig: str, args: argparse.Namespace) -> dict[str, Any]:
     names = [f"bench-{i:04d}" for i in range(args.count)]
     created_at: dict[str, float] = {}
     job_seen: dict[str, float] = {}
+    ftj_seen: dict[str, float] = {}
     all_jobs = threading.Event()
     watching = threading.Event()
+    watching_ftjs = threading.Event()
+
+    def watch_ftjs() -> None:
+        custom_w = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
+        w = watch.Watch()
+        watching_ftjs.set()
+        for event in w.stream(
+            custom_w.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            PLURAL,
+            timeout_seconds=600,
+        ):
+            if event["type"] == "ADDED":
+                ftj_seen.setdefault(event["object"]["metadata"]["name"], time.monotonic())
+                if len(ftj_seen) >= args.count:
+                    w.stop()
 
     def watch_jobs() -> None:
         batch = client.BatchV1Api(config.new_client_from_config(kubeconfig))
@@ -109,8 +136,11 @@ def run(kubeconfig: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     with op:
         threading.Thread(target=watch_jobs, daemon=True).start()
+        threading.Thread(target=watch_ftjs, daemon=True).start()
         watching.wait(10)
+        watching_ftjs.wait(10)
         time.sleep(1.0)
+        load_before = os.getloadavg()[0]
         rss_before = peak_rss_mb(op.pid)
         cpu_before = cpu_seconds(op.pid)
 
@@ -149,6 +179,10 @@ def run(kubeconfig: str, args: argparse.Namespace) -> dict[str, Any]:
     latencies = [
         (job_seen[n] - created_at[n]) * 1000 for n in names if n in job_seen and n in created_at
     ]
+    ftj_watch = [
+        (ftj_seen[n] - created_at[n]) * 1000 for n in names if n in ftj_seen and n in created_at
+    ]
+    timings = ((health or {}).get("controller") or {}).get("jobCreateMs") or {}
     return {
         "count": args.count,
         "jobs": len(job_seen),
@@ -162,9 +196,50 @@ def run(kubeconfig: str, args: argparse.Namespace) -> dict[str, Any]:
         "operator_rss_idle_mb": round(rss_before, 1),
         "operator_cpu_s_until_all_jobs": round(cpu_jobs, 1),
         "operator_cpu_s_total": round(cpu_all, 1),
-        "load_average_1m_after": os.getloadavg()[0],
+        "load_average_1m_before": round(load_before, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+        "stages": {
+            "ftj_watch_ms": _summary(ftj_watch),
+            "operator_queue_ms": timings.get("queue"),
+            "operator_build_ms": timings.get("build"),
+            "operator_job_create_call_ms": timings.get("post"),
+            "operator_event_to_job_ms": timings.get("total"),
+        },
         "operator_health": health,
     }
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "p50": round(percentile(values, 0.5), 1),
+        "p99": round(percentile(values, 0.99), 1),
+        "max": round(max(values), 1),
+    }
+
+
+COMPARED = (
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "all_jobs_s",
+    "all_status_unschedulable_s",
+    "operator_peak_rss_mb",
+    "operator_cpu_s_until_all_jobs",
+    "load_average_1m_before",
+)
+
+
+def compare(result: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """A small table: baseline, this run and the ratio for the headline figures."""
+    lines = [f"{'':32} {'baseline':>10} {'now':>10} {'now/base':>9}"]
+    for key in COMPARED:
+        old, new = baseline.get(key), result.get(key)
+        if not isinstance(old, int | float) or not isinstance(new, int | float):
+            continue
+        ratio = f"{new / old:.2f}" if old else "-"
+        lines.append(f"{key:32} {old:>10} {new:>10} {ratio:>9}")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -175,6 +250,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--kubeconfig", help="use this running cluster instead of starting one")
     parser.add_argument("--cluster-dir", default=str(REPO / ".local" / "bench-cluster"))
+    parser.add_argument("--save", help="write the result JSON here")
+    parser.add_argument("--baseline", help="an earlier --save file to compare with")
     args = parser.parse_args()
     if args.kubeconfig:
         result = run(args.kubeconfig, args)
@@ -188,6 +265,10 @@ def main() -> int:
         finally:
             stop_cluster(state)
     print(json.dumps(result, indent=2))
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=2) + "\n")
+    if args.baseline:
+        print(compare(result, json.loads(Path(args.baseline).read_text())))
     goals = (
         result["latency_p50_ms"] <= 100
         and result["all_jobs_s"] <= 60

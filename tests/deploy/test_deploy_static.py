@@ -607,20 +607,9 @@ def test_operator_rbac_is_exactly_kubetune_operator_rbac(values: Path | None) ->
             assert _normalise(role["rules"]) == namespaced
 
 
-# Operator variables the chart sets for values the issue asks for (GPU defaults, trainer
-# nodeSelector/tolerations, Kueue default, S3 defaults) that OperatorSettings does not read
-# yet. Empty this set as the operator gains them; the test below then keeps them in step.
-PENDING_OPERATOR_ENV = {
-    "KUBETUNE_GPU_RESOURCE_NAME",
-    "KUBETUNE_TRAINER_DEFAULT_GPUS",
-    "KUBETUNE_TRAINER_DEFAULT_CPU",
-    "KUBETUNE_TRAINER_DEFAULT_MEMORY",
-    "KUBETUNE_TRAINER_NODE_SELECTOR",
-    "KUBETUNE_TRAINER_TOLERATIONS",
-    "KUBETUNE_DEFAULT_QUEUE_NAME",
-    "KUBETUNE_S3_ENDPOINT_URL",
-    "KUBETUNE_S3_REGION",
-}
+# Operator variables the chart sets that OperatorSettings does not read (yet). Keep it
+# empty: a chart value the operator silently ignores is a bug; the test below enforces it.
+PENDING_OPERATOR_ENV: set[str] = set()
 
 
 def _env_names(settings_cls: Any) -> set[str]:
@@ -679,6 +668,25 @@ def test_operator_env_names_are_operator_settings(
     assert settings.trainer_image.endswith(
         "@sha256:0000000000000000000000000000000000000000000000000000000000000002"
     )
+    # trainer pod defaults (values.yaml `trainer.*`, `s3.*`) reach the operator typed
+    assert settings.gpu_resource_name == "nvidia.com/gpu"
+    assert settings.trainer_default_gpus == 2
+    assert (settings.trainer_default_cpu, settings.trainer_default_memory) == ("8", "64Gi")
+    assert settings.trainer_node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert settings.trainer_tolerations
+    assert settings.default_queue_name == "gpu-queue"
+    assert (settings.s3_endpoint_url, settings.s3_region) == (
+        "https://minio.example.com",
+        "eu-west-1",
+    )
+    default = _settings_from_env(
+        OperatorSettings, _container_env(objects["default"], "kubetune-operator"), monkeypatch
+    )
+    assert default.default_queue_name is None  # "" renders as unset
+    assert default.s3_endpoint_url is None and default.trainer_node_selector == {}
+    assert [t.to_k8s() for t in default.trainer_tolerations] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_api_env_names_are_api_settings(

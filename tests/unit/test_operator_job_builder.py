@@ -97,6 +97,153 @@ def test_command_image_and_gpu_resources() -> None:
     assert "resources" not in container(build(ftj({"resources": {"gpus": 0}})))
 
 
+def test_gpu_resource_name_setting() -> None:
+    c = container(build(ftj({"resources": {"gpus": 2}}), gpu_resource_name="amd.com/gpu"))
+    assert c["resources"]["limits"] == {"amd.com/gpu": "2"}
+    assert c["resources"]["requests"] == {"amd.com/gpu": "2"}
+
+
+def test_default_gpus_apply_only_when_the_stored_spec_has_none() -> None:
+    # The CRD leaves spec.resources.gpus unset when the user gives none: the operator decides.
+    assert container(build(ftj()))["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert "resources" not in container(build(ftj(), trainer_default_gpus=0))
+    limits = container(build(ftj({"resources": {"cpu": "2"}}), trainer_default_gpus=4))[
+        "resources"
+    ]["limits"]
+    assert limits == {"cpu": "2", "nvidia.com/gpu": "4"}
+    # An explicit count, even 1 or 0, wins over the default.
+    for gpus in (0, 1, 3):
+        c = container(build(ftj({"resources": {"gpus": gpus}}), trainer_default_gpus=2))
+        assert c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == (
+            str(gpus) if gpus else None
+        )
+
+
+def test_default_cpu_and_memory_unless_the_spec_sets_them() -> None:
+    defaults = {"trainer_default_cpu": "4", "trainer_default_memory": "32Gi"}
+    c = container(build(ftj({"resources": {"gpus": 0}}), **defaults))
+    assert c["resources"]["limits"] == {"cpu": "4", "memory": "32Gi"}
+    assert c["resources"]["requests"] == c["resources"]["limits"]
+    c = container(build(ftj({"resources": {"gpus": 1, "memory": "8Gi"}}), **defaults))
+    assert c["resources"]["limits"] == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"}
+    c = container(build(ftj({"resources": {"cpu": "500m", "memory": "1Gi"}}), **defaults))
+    assert c["resources"]["limits"]["cpu"] == "500m"
+    assert c["resources"]["limits"]["memory"] == "1Gi"
+
+
+def test_node_selector_merges_operator_defaults_and_spec() -> None:
+    settings = {"trainer_node_selector": {"pool": "gpu", "zone": "a"}}
+    pod = build(ftj(), **settings)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "gpu", "zone": "a"}
+    spec = {"scheduling": {"nodeSelector": {"zone": "b", "gpu": "a100"}}}
+    pod = build(ftj(spec), **settings)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "gpu", "zone": "b", "gpu": "a100"}  # spec wins
+    assert "nodeSelector" not in build(ftj())["spec"]["template"]["spec"]
+
+
+def test_tolerations_are_operator_defaults_plus_the_spec() -> None:
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spot = {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute"}
+    settings = {"trainer_tolerations": [gpu]}
+    pod = build(ftj(), **settings)["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [gpu]
+    spec = {"scheduling": {"tolerations": [spot, gpu]}}
+    pod = build(ftj(spec), **settings)["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [gpu, spot]  # defaults first, an identical one once
+    assert "tolerations" not in build(ftj())["spec"]["template"]["spec"]
+
+
+def test_default_queue_name_when_the_spec_names_none() -> None:
+    job = build(ftj(), default_queue_name="team-queue")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-queue"
+    assert job["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == (
+        "team-queue"
+    )
+    assert job["spec"]["suspend"] is True
+    own = build(ftj({"scheduling": {"queueName": "mine"}}), default_queue_name="team-queue")
+    assert own["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "mine"
+    assert "suspend" not in build(ftj(), V120, default_queue_name="team-queue")["spec"]
+    plain = build(ftj())
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
+    assert "suspend" not in plain["spec"]
+
+
+def _env_list(job: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(e["name"], e.get("value", e.get("valueFrom"))) for e in container(job)["env"]]
+
+
+def test_s3_endpoint_and_region_defaults() -> None:
+    s3 = {"s3_endpoint_url": "http://minio.storage:9000", "s3_region": "eu-west-3"}
+    # no S3 anywhere: no AWS variables
+    assert not [n for n, _ in _env_list(build(ftj(), **s3)) if n.startswith("AWS_")]
+    # s3 dataset without a Secret: the defaults as plain values
+    env = dict(_env_list(build(ftj({"dataset": {"url": "s3://bkt/train.csv"}}), **s3)))
+    assert env["AWS_ENDPOINT_URL"] == "http://minio.storage:9000"
+    assert env["AWS_REGION"] == "eu-west-3"
+    # S3 output with a Secret: the defaults come first, so the Secret's optional keys win
+    spec = {"output": {"s3": {"uri": "s3://models/ft", "credentialsSecretRef": {"name": "out"}}}}
+    names = [n for n, _ in _env_list(build(ftj(spec), **s3))]
+    assert names.index("AWS_ENDPOINT_URL") < names.index("AWS_ACCESS_KEY_ID")
+    assert names.count("AWS_ENDPOINT_URL") == 2 and names.count("AWS_REGION") == 2
+    last = {n: v for n, v in _env_list(build(ftj(spec), **s3))}
+    assert last["AWS_ENDPOINT_URL"]["secretKeyRef"] == {
+        "name": "out",
+        "key": "AWS_ENDPOINT_URL",
+        "optional": True,
+    }
+    # the spec's own endpoint/region win: no operator default at all
+    own = {
+        "output": {
+            "s3": {"uri": "s3://models/ft", "endpointUrl": "https://s3.example", "region": "x"}
+        }
+    }
+    env_items = _env_list(build(ftj(own), **s3))
+    assert ("AWS_ENDPOINT_URL", "https://s3.example") in env_items
+    assert ("AWS_REGION", "x") in env_items
+    assert "http://minio.storage:9000" not in [v for _, v in env_items]
+    assert "eu-west-3" not in [v for _, v in env_items]
+    # a separate dataset Secret gets the defaults as DATASET_AWS_* too
+    both = {
+        "dataset": {"url": "s3://bkt/t.csv", "credentialsSecretRef": {"name": "data"}},
+        "output": {"s3": {"uri": "s3://models/ft", "credentialsSecretRef": {"name": "out"}}},
+    }
+    env = dict(_env_list(build(ftj(both), s3_endpoint_url="http://minio:9000")))
+    assert env["DATASET_AWS_ENDPOINT_URL"]["secretKeyRef"]["name"] == "data"
+    names = [n for n, _ in _env_list(build(ftj(both), s3_endpoint_url="http://minio:9000"))]
+    assert names.count("DATASET_AWS_ENDPOINT_URL") == 2
+    assert "DATASET_AWS_REGION" in names  # from the Secret only (no region default)
+    assert names.count("DATASET_AWS_REGION") == 1
+
+
+def test_pod_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables the Helm chart sets, as the chart renders them."""
+    monkeypatch.setenv("KUBETUNE_GPU_RESOURCE_NAME", "amd.com/gpu")
+    monkeypatch.setenv("KUBETUNE_TRAINER_DEFAULT_GPUS", "2")
+    monkeypatch.setenv("KUBETUNE_TRAINER_DEFAULT_CPU", "4")
+    monkeypatch.setenv("KUBETUNE_TRAINER_DEFAULT_MEMORY", "32Gi")
+    monkeypatch.setenv("KUBETUNE_TRAINER_NODE_SELECTOR", '{"pool": "gpu"}')
+    monkeypatch.setenv(
+        "KUBETUNE_TRAINER_TOLERATIONS",
+        '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule",'
+        ' "tolerationSeconds": null}]',
+    )
+    monkeypatch.setenv("KUBETUNE_DEFAULT_QUEUE_NAME", "")
+    monkeypatch.setenv("KUBETUNE_S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("KUBETUNE_S3_REGION", "")
+    s = OperatorSettings()
+    assert s.gpu_resource_name == "amd.com/gpu" and s.trainer_default_gpus == 2
+    assert (s.trainer_default_cpu, s.trainer_default_memory) == ("4", "32Gi")
+    assert s.trainer_node_selector == {"pool": "gpu"}
+    assert [t.to_k8s() for t in s.trainer_tolerations] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert s.default_queue_name is None and s.s3_region is None  # "" is unset
+    assert s.s3_endpoint_url == "http://minio:9000"
+    monkeypatch.setenv("KUBETUNE_TRAINER_DEFAULT_CPU", "four")
+    with pytest.raises(ValueError, match="trainer_default_cpu"):
+        OperatorSettings()
+
+
 def test_run_config_and_volumes_for_default_pvc_output() -> None:
     job = build(ftj())
     cfg = run_config(job)
@@ -233,6 +380,19 @@ def test_job_validates_against_kubernetes_1_30_strict(
 ) -> None:
     job = build(ftj(spec), caps)
     kubernetes_validate.validate(job, "1.30", strict=True)
+    with_defaults = build(
+        ftj(spec),
+        caps,
+        gpu_resource_name="amd.com/gpu",
+        trainer_default_cpu="4",
+        trainer_default_memory="32Gi",
+        trainer_node_selector={"pool": "gpu"},
+        trainer_tolerations=[{"key": "amd.com/gpu", "operator": "Exists"}],
+        default_queue_name="team",
+        s3_endpoint_url="http://minio:9000",
+        s3_region="eu-west-3",
+    )
+    kubernetes_validate.validate(with_defaults, "1.30", strict=True)
 
 
 def test_kubernetes_validate_cli_strict(tmp_path: Path) -> None:

@@ -66,6 +66,12 @@ def main() -> None:
     try:
         if spec.get("cgroup"):
             Path(spec["cgroup"], "cgroup.procs").write_text(str(os.getpid()))
+        # Everything that lives on the host (volume sources, the agent's working directory)
+        # is opened before the first mount: a mountPath may shadow its parent directories
+        # (an emptyDir at /tmp while the agent's state dir is under /tmp).
+        host_workdir = None
+        if spec.get("host_workdir"):
+            host_workdir = os.open(spec["workdir"], os.O_RDONLY | os.O_DIRECTORY)
         if spec["mounts"]:
             _check(_libc.unshare(CLONE_NEWNS), "unshare")
             _mount(None, "/", MS_REC | MS_PRIVATE)
@@ -74,9 +80,13 @@ def main() -> None:
                 bind(fd, m["target"], m["read_only"])
             for fd in fds:
                 os.close(fd)
-        workdir = Path(spec["workdir"])
-        workdir.mkdir(parents=True, exist_ok=True)
-        os.chdir(workdir)
+        if host_workdir is not None:
+            os.fchdir(host_workdir)
+            os.close(host_workdir)
+        else:
+            workdir = Path(spec["workdir"])  # a path inside the container's mounts
+            workdir.mkdir(parents=True, exist_ok=True)
+            os.chdir(workdir)
     except OSError as exc:
         print(f"kubetune node agent: container setup failed: {exc}", file=sys.stderr, flush=True)
         os._exit(128)

@@ -274,7 +274,13 @@ class PodWorker(threading.Thread):
         mounts.append(
             Mount(tlog, spec.get("terminationMessagePath") or "/dev/termination-log", False)
         )
+        # Without a workingDir the container starts in a directory of the agent, opened
+        # before the volumes are mounted: a mountPath over its parent (an emptyDir at /tmp
+        # with the state dir under /tmp) must not hide it.
+        host_workdir = not spec.get("workingDir")
         workdir = spec.get("workingDir") or str(cdir / "work")
+        if host_workdir:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
         limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
         launcher_env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETUNE_POD")}
         launcher_env.update(self._markers())
@@ -282,6 +288,7 @@ class PodWorker(threading.Thread):
             argv=argv,
             env=env,
             workdir=workdir,
+            host_workdir=host_workdir,
             mounts=mounts,
             log_path=self.log_dir / rec.name / f"{run}.log",
             spec_path=cdir / f"{run}.json",

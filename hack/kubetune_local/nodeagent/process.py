@@ -42,6 +42,8 @@ class LaunchSpec:
     launcher_env: dict[str, str]
     cgroup_name: str
     memory_limit: int | None = None
+    host_workdir: bool = False
+    """`workdir` is a host directory (opened before the mounts), not a container path."""
 
 
 class ContainerProcess:
@@ -55,6 +57,7 @@ class ContainerProcess:
             "argv": spec.argv,
             "env": spec.env,
             "workdir": spec.workdir,
+            "host_workdir": spec.host_workdir,
             "mounts": [
                 {"source": str(m.source), "target": m.target, "read_only": m.read_only}
                 for m in spec.mounts

@@ -1,0 +1,72 @@
+"""The container launcher: volume sources and the agent's working directory stay reachable
+when a mountPath (an emptyDir at /tmp) shadows the directories they live in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the launcher needs root (a private mount namespace)"
+)
+
+
+def test_sources_under_a_shadowed_tmp() -> None:
+    # The agent's state dir under /tmp, like KUBETUNE_CLUSTER_DIR=/tmp/x.
+    state = Path(tempfile.mkdtemp(prefix="kubetune-launch-", dir="/tmp"))
+    try:
+        empty, data, work = state / "vol-tmp", state / "vol-data", state / "work"
+        for d in (empty, data, work):
+            d.mkdir()
+        (data / "in.txt").write_text("hello")
+        tlog = state / "termination-log"
+        tlog.write_text("")
+        script = (
+            "import os, pathlib\n"
+            "print(sorted(os.listdir('/tmp')))\n"
+            "pathlib.Path('cwd.txt').write_text('in the host workdir')\n"
+            "pathlib.Path('/tmp/x').write_text('in the emptyDir')\n"
+            "msg = pathlib.Path('/opt/kubetune-launch-test/in.txt').read_text()\n"
+            "pathlib.Path('/dev/termination-log').write_text(msg)\n"
+        )
+        spec = {
+            "argv": [sys.executable, "-c", script],
+            "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            "workdir": str(work),
+            "host_workdir": True,
+            "mounts": [
+                {"source": str(empty), "target": "/tmp", "read_only": False},
+                {"source": str(data), "target": "/opt/kubetune-launch-test", "read_only": True},
+                {"source": str(tlog), "target": "/dev/termination-log", "read_only": False},
+            ],
+            "cgroup": None,
+        }
+        spec_path = state / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubetune_local.nodeagent.launch", str(spec_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO / "hack")},
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.strip() == "[]"  # the emptyDir starts empty: nothing leaked into it
+        assert tlog.read_text() == "hello"
+        assert (work / "cwd.txt").read_text() == "in the host workdir"
+        assert (empty / "x").read_text() == "in the emptyDir"
+        assert not (Path("/opt/kubetune-launch-test") / "in.txt").exists()  # nothing leaks out
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        if Path("/opt/kubetune-launch-test").is_dir():
+            os.rmdir("/opt/kubetune-launch-test")
