@@ -55,6 +55,25 @@ def kubetune_batch_size(args: argparse.Namespace, train: list[Any]) -> int:
     return max(1, round(args.hf_batch_size * mean / args.max_seq_length))
 
 
+def pack_length(args: argparse.Namespace, train: list[Any], batch: int) -> int:
+    """The packed sequence length (>= max_seq_length) whose optimizer steps per epoch come
+    closest to the HF baseline's: equal real tokens AND equal steps, so the eval losses
+    compare the same optimisation (early in training the loss is very sensitive to steps)."""
+    import math
+
+    from kubetune_trainer.packing import pack
+
+    if args.pack_length:
+        return int(args.pack_length)
+    target = math.ceil(len(train) / args.hf_batch_size)
+    best, best_gap = args.max_seq_length, None
+    for length in range(args.max_seq_length, 2 * args.max_seq_length + 1, 8):
+        gap = abs(math.ceil(len(pack(train, length, True)) / batch) - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = length, gap
+    return best
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One training run in this process; returns its measurements."""
     from kubetune_trainer.runtime import prepare_environment, quiet_libraries
@@ -96,8 +115,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         logging_steps=10_000,
     )
 
+    packed_length = pack_length(args, train, hp.batch_size)
     if args.child == "kubetune":
-        rows = pack(train, args.max_seq_length, True)
+        rows = pack(train, packed_length, True)
         schedule = Schedule(len(rows), hp.batch_size, 1, hp.seed)
         total = schedule.total_steps(hp)
         optimizer, scheduler = make_optimizer(model, hp, total, device)
@@ -122,13 +142,16 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         steps = state.step
         processed = sum(len(r) for r in rows) * args.epochs
     else:
-        seconds, steps, processed = _hf_train(args, model, tokenizer, train, hp, pad_id)
+        seconds, steps, processed = _hf_train(
+            args, model, tokenizer, train, hp, pad_id, packed_length
+        )
 
     eval_loss = evaluate(model, eval_rows, 8, pad_id, device)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "mode": args.child,
         "batch_size": hp.batch_size,
+        "seq_length": packed_length if args.child != "hf_padded" else args.max_seq_length,
         "steps": steps,
         "seconds": round(seconds, 2),
         "real_tokens": real_tokens,
@@ -141,7 +164,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _hf_train(
-    args: argparse.Namespace, model: Any, tokenizer: Any, train: list[Any], hp: Any, pad_id: int
+    args: argparse.Namespace,
+    model: Any,
+    tokenizer: Any,
+    train: list[Any],
+    hp: Any,
+    pad_id: int,
+    packed_length: int,
 ) -> tuple[float, int, int]:
     """transformers.Trainer: per-batch padding (DataCollatorForSeq2Seq), or our packed rows."""
     import math
@@ -151,7 +180,7 @@ def _hf_train(
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     if args.child == "hf_packed":
-        rows = pack(train, args.max_seq_length, True)
+        rows = pack(train, packed_length, True)
         features: list[Any] = rows
 
         def collator(batch: list[Any]) -> dict[str, Any]:
@@ -248,6 +277,8 @@ def parent(args: argparse.Namespace) -> int:
                     str(args.learning_rate),
                     "--seed",
                     str(args.seed),
+                    "--pack-length",
+                    str(args.pack_length),
                 ]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if out.returncode != 0:
@@ -260,12 +291,13 @@ def parent(args: argparse.Namespace) -> int:
     def med(mode: str, key: str) -> float:
         return float(statistics.median(r[key] for r in results[mode]))
 
-    print("\nmode        real_tok/s  eval_loss  pad_frac  steps  batch  peak_rss_mb")
+    print("\nmode        real_tok/s  eval_loss  pad_frac  steps  batch  seq_len  peak_rss_mb")
     for mode in modes:
         print(
             f"{mode:<11} {med(mode, 'real_tokens_per_s'):>10.1f} {med(mode, 'eval_loss'):>10.4f} "
             f"{med(mode, 'pad_fraction'):>9.3f} {int(med(mode, 'steps')):>6} "
-            f"{int(med(mode, 'batch_size')):>6} {med(mode, 'peak_rss_mb'):>12.1f}"
+            f"{int(med(mode, 'batch_size')):>6} {int(med(mode, 'seq_length')):>8} "
+            f"{med(mode, 'peak_rss_mb'):>12.1f}"
         )
     kt, hf = med("kubetune", "eval_loss"), med("hf_padded", "eval_loss")
     print(f"eval_loss_diff_vs_hf_padded: {100 * (kt - hf) / hf:+.2f}%")
@@ -288,6 +320,12 @@ def main() -> int:
     parser.add_argument("--hf-batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--pack-length",
+        type=int,
+        default=0,
+        help="kubetune packed sequence length (default: the one matching the HF steps/epoch)",
+    )
     parser.add_argument(
         "--with-hf-packed", action="store_true", help="also time HF Trainer on packed rows"
     )
