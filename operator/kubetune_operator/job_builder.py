@@ -121,7 +121,8 @@ def plan_for(
         job_name=name,
         namespace=namespace,
         uid=ftj.metadata.get("uid"),
-        spec=spec,
+        # The resolved output, so the trainer reports the claim the operator chose.
+        spec=spec.model_copy(update={"output": output}),
         base_model=base_model,
         base_model_alias=alias,
         model_name=model_name,

@@ -245,6 +245,11 @@ def test_pod_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_run_config_and_volumes_for_default_pvc_output() -> None:
+    job = build(ftj(), models_claim="team-models")
+    cfg = run_config(job)
+    # The trainer gets the output the operator resolved, so it reports the right claim.
+    assert cfg.spec.output is not None and cfg.spec.output.pvc is not None
+    assert cfg.spec.output.pvc.claim_name == "team-models"
     job = build(ftj())
     cfg = run_config(job)
     assert cfg.base_model == "/var/lib/kubetune/models/base/kubetune-tiny"

@@ -42,6 +42,7 @@ class ProgressReporter:
         self._pending: bytes | None = None
         self._cond = threading.Condition()
         self._closed = False
+        self._last: Progress | None = None
         self._thread: threading.Thread | None = None
         if url:
             self._thread = threading.Thread(target=self._sender, name="progress", daemon=True)
@@ -50,11 +51,17 @@ class ProgressReporter:
     # ------------------------------------------------------------ public
 
     def stage(self, stage: str, **fields: Any) -> None:
-        """A stage change (loading, validating, evaluating, training, saving)."""
-        self.report(Progress(stage=stage, **fields), event="stage")
+        """A stage change (loading, validating, evaluating, training, saving).
+
+        It carries the last step, loss and fraction forward: the status (which takes each
+        report whole) must not jump back to step 0 while the model is being saved.
+        """
+        base = self._last or Progress()
+        self.report(base.model_copy(update={"stage": stage, **fields}), event="stage")
 
     def report(self, progress: Progress, event: str = "progress", **extra: Any) -> None:
         progress.updated_at = now_iso()
+        self._last = progress
         line = {"event": event, **progress.to_k8s(), **extra}
         out = self.stream or sys.stdout
         out.write(json.dumps(line, separators=(",", ":")) + "\n")
