@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from support.operator_proc import install_crd
 
 from api.api_proc import ApiProcess
 
@@ -21,10 +22,8 @@ GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
 @pytest.fixture(scope="session")
 def crd(cluster: Any) -> None:
     """The FineTuneJob CRD installed and established."""
-    cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/finetunejobs.kubetune.io", "--timeout=60s"
-    )
+    # install_crd retries `kubectl wait` while the fresh CRD has no conditions yet
+    install_crd(cluster.kubeconfig, timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,11 @@
 """The seed's flow through real HTTP with the operator running on the local cluster.
 
-`test_seed_flow_with_operator` uses the stand-in trainer (tests/support/fake_trainer.py,
-driven by the dataset's file name); `test_seed_flow_end_to_end` runs the real trainer on
-the tiny model and the seed's sample dataset (marked e2e and slow).
+Both tests use the stand-in trainer (tests/support/fake_trainer.py, driven by the dataset's
+file name). The same flow with the real trainer on the tiny model lives in tests/e2e/.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +14,7 @@ import httpx
 import pytest
 from support.operator_proc import OperatorProcess, create_claims
 
-from api.api_proc import VENV_BIN, ApiProcess
+from api.api_proc import ApiProcess
 from api.conftest import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -109,53 +105,3 @@ def test_cancel_with_operator(
         assert http.post(f"/api/finetune/cancel/{job_id}").status_code == 202
         final = _wait_status(http, job_id, {"cancelled", "failed", "completed"}, timeout=90)
         assert final["status"] == "cancelled"
-
-
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_seed_flow_end_to_end(
-    start_api: Callable[..., ApiProcess], cluster: Any, claims: str, tmp_path: Path
-) -> None:
-    """info, start (tiny, the seed's sample dataset), status until completed, models."""
-    namespace = claims
-    pv = Path(cluster.pv_root) / namespace
-    data = pv / "kubetune-data" / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    rows = ["text"] + [f'"Frigo {i}: vérifier le compresseur et le thermostat"' for i in range(64)]
-    (data / "frigo_training.csv").write_text("\n".join(rows) + "\n")
-    tiny = pv / "kubetune-models" / "base" / "kubetune-tiny"
-    subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "kubetune_trainer.tiny_model", str(tiny)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    trainer = json.dumps([str(VENV_BIN / "kubetune-trainer")])
-    with _operator(cluster, namespace, tmp_path, TRAINER_COMMAND=trainer) as op:
-        api = start_api(
-            AUTH_DISABLED=True,
-            NAMESPACE=namespace,
-            DEFAULT_GPUS=0,
-            DATA_ROOT=str(pv / "kubetune-data"),
-            CHECK_DATASET_EXISTS=True,
-        )
-        with api.client() as http:
-            assert "tiny" in http.get("/api/finetune/info").json()["supported_models"]
-            resp = http.post(
-                "/api/finetune/start",
-                json={
-                    "model": "tiny",
-                    "dataset_url": "data/frigo_training.csv",
-                    "epochs": 1,
-                    "batch_size": 2,
-                },
-            )
-            assert resp.status_code == 202, resp.text
-            job_id = resp.json()["job_id"]
-            started = time.monotonic()
-            done = _wait_status(http, job_id, {"completed", "failed", "cancelled"}, timeout=900)
-            assert done["status"] == "completed", (done, op.log()[-3000:])
-            assert time.monotonic() - started < 900
-            models = http.get("/api/finetune/models").json()
-            assert models["total"] == 1 and models["models"][0]["base_model"] == "tiny"
-            assert (pv / "kubetune-models" / done["model_path"]).is_dir()

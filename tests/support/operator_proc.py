@@ -185,13 +185,23 @@ def _kubectl(kubeconfig: str | Path, *args: str, stdin: str | None = None) -> st
 def install_crd(kubeconfig: str | Path, timeout: float = 30.0) -> None:
     """Apply the generated FineTuneJob CRD and wait until it is Established."""
     _kubectl(kubeconfig, "apply", "-f", str(CRD_FILE))
-    _kubectl(
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        f"--timeout={int(timeout)}s",
-        "crd/finetunejobs.kubetune.io",
-    )
+    # Right after a first apply the CRD has no status.conditions yet, and `kubectl wait`
+    # fails at once ("accessor error: <nil>") instead of waiting: retry until the deadline.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _kubectl(
+                kubeconfig,
+                "wait",
+                "--for=condition=Established",
+                f"--timeout={max(1, int(deadline - time.monotonic()))}s",
+                "crd/finetunejobs.kubetune.io",
+            )
+            return
+        except RuntimeError as exc:
+            if "accessor error" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def create_claims(
