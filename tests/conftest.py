@@ -82,3 +82,11 @@ def namespace(cluster: LocalCluster) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline tiny base model (catalog alias `tiny`), built once per session."""
+    from kubetune_trainer.tiny_model import build_tiny_model
+
+    return Path(build_tiny_model(tmp_path_factory.mktemp("base") / "kubetune-tiny"))

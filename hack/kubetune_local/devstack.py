@@ -20,12 +20,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune_local import procs
 from kubetune_local.cluster import REPO, ClusterError, LocalCluster, default_state_dir, down, up
+from kubetune_local.workspace import (
+    DATA_CLAIM,
+    TINY_MODEL_SUBDIR,
+    create_claims,
+    install_crd,
+    seed_claims,
+)
 
 DEV_DIR = REPO / ".local" / "dev"
 VENV_BIN = REPO / ".venv" / "bin"
@@ -33,9 +39,6 @@ NAMESPACE = os.environ.get("KUBETUNE_DEV_NAMESPACE", "default")
 API_PORT = int(os.environ.get("KUBETUNE_DEV_API_PORT", "5002"))
 OPERATOR_PROGRESS_PORT = int(os.environ.get("KUBETUNE_DEV_PROGRESS_PORT", "18081"))
 OPERATOR_LIVENESS_PORT = int(os.environ.get("KUBETUNE_DEV_LIVENESS_PORT", "18080"))
-MODELS_CLAIM, DATA_CLAIM = "kubetune-models", "kubetune-data"
-TINY_MODEL_SUBDIR = Path("base") / "kubetune-tiny"  # the catalog's `tiny` inside the models claim
-CRD_FILE = REPO / "manifests" / "crds" / "kubetune.io_finetunejobs.yaml"
 SEED_REQUEST = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
 
 
@@ -160,72 +163,20 @@ def services(cluster: LocalCluster) -> list[Service]:
     return [operator, api]
 
 
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 def prepare_namespace(cluster: LocalCluster) -> None:
     """CRD, claims, and their seeded contents (tiny base model, sample datasets)."""
-    cluster.kubectl("apply", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=established", "--timeout=60s", f"-f={CRD_FILE}")
-    claims = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": size}},
-            },
-        }
-        for name, size in ((MODELS_CLAIM, "20Gi"), (DATA_CLAIM, "5Gi"))
-    ]
-    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": claims})
-    env = {**os.environ, **cluster.env}
-    subprocess.run(
-        ["kubectl", "apply", "-f", "-"],
-        input=manifest,
-        text=True,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-
-    def bound() -> bool:
-        out = cluster.kubectl(
-            "get",
-            "pvc",
-            MODELS_CLAIM,
-            DATA_CLAIM,
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.items[*].status.phase}",
-            check=False,
-        ).stdout.split()
-        return out == ["Bound", "Bound"]
-
-    _wait_for("the models and data claims to be bound", bound)
-    from kubetune_trainer.samples import copy_samples  # the trainer extra is installed by dev
-
-    data_dir = cluster.pv_root / NAMESPACE / DATA_CLAIM
-    copy_samples(data_dir)
-    say(f"sample datasets in the data claim: {data_dir / 'data'}")
-    tiny = cluster.pv_root / NAMESPACE / MODELS_CLAIM / TINY_MODEL_SUBDIR
+    install_crd(cluster.kubeconfig, timeout=60)
+    create_claims(cluster.kubeconfig, NAMESPACE, size="5Gi", wait_bound=60)
+    tiny = DEV_DIR / "kubetune-tiny"
     if not (tiny / "config.json").is_file():
         say("building the offline tiny base model (catalog alias `tiny`)")
+        from kubetune_trainer.tiny_model import build_tiny_model  # torch: import only here
+
         shutil.rmtree(tiny, ignore_errors=True)
-        subprocess.run(
-            [str(VENV_BIN / "python"), "-m", "kubetune_trainer.tiny_model", str(tiny)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    say(f"tiny base model: {tiny}")
+        build_tiny_model(tiny)
+    models, data = seed_claims(cluster.pv_root, NAMESPACE, tiny)
+    say(f"tiny base model: {models / TINY_MODEL_SUBDIR}")
+    say(f"sample datasets: {data / 'data'} (the seed's data/frigo_training.csv)")
 
 
 def dev_up() -> LocalCluster:

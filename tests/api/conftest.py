@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from support.operator_proc import install_crd
+from kubetune_local.workspace import install_crd
 
 from api.api_proc import ApiProcess
 

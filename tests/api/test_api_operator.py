@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from support.operator_proc import OperatorProcess, create_claims
+from kubetune_local.workspace import create_claims
+from support.operator_proc import OperatorProcess
 
 from api.api_proc import ApiProcess
 from api.conftest import wait_for

@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hack"))
 
 from kubernetes import client, config, watch  # noqa: E402
-from support.operator_proc import OperatorProcess, create_claims, install_crd  # noqa: E402
+from kubetune_local.workspace import create_claims, install_crd  # noqa: E402
+from support.operator_proc import OperatorProcess  # noqa: E402
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
 

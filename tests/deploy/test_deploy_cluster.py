@@ -17,9 +17,7 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,15 +28,15 @@ from typing import Any
 import pytest
 import yaml
 from kubetune_local.cluster import LocalCluster, free_ports
+from kubetune_local.workspace import seed_claims
 
-from .deploytools import CHART, MANIFESTS, REPO, tool
+from .deploytools import CHART, MANIFESTS, tool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow]
 
 INSTANCE = "app.kubernetes.io/instance=kubetune"
 TRAINING_TIMEOUT = 420.0
 MAX_STEPS = 6
-SAMPLE_DATASET = REPO / "trainer-image" / "kubetune_trainer" / "samples" / "frigo_training.csv"
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -130,20 +128,6 @@ def create_api_key(cluster: LocalCluster, namespace: str, secret: str = "kubetun
         f"--from-literal={digest}={namespace}",
     )
     return key
-
-
-def seed_claims(cluster: LocalCluster, namespace: str, tiny_model: Path) -> Path:
-    """Put the tiny base model and the sample dataset where the claims' volumes will be.
-
-    The node agent backs claim C of namespace N with `<pv_root>/N/C`: the same directory a
-    pod of the release mounts once the provisioner binds the chart's claim.
-    """
-    models = cluster.pv_root / namespace / "kubetune-models"
-    data = cluster.pv_root / namespace / "kubetune-data"
-    shutil.copytree(tiny_model, models / "base" / "kubetune-tiny", dirs_exist_ok=True)
-    (data / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copy(SAMPLE_DATASET, data / "data" / "frigo_training.csv")
-    return models
 
 
 def check_components(cluster: LocalCluster, namespace: str) -> None:
@@ -256,19 +240,6 @@ def check_uninstalled(cluster: LocalCluster, namespace: str, models_dir: Path, m
 # ---- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trainer's offline tiny Llama (`python -m kubetune_trainer.tiny_model`)."""
-    out = tmp_path_factory.mktemp("tiny") / "kubetune-tiny"
-    subprocess.run(
-        [sys.executable, "-m", "kubetune_trainer.tiny_model", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return out
-
-
 @pytest.fixture
 def ports() -> dict[str, int]:
     progress, health, api = free_ports(3)
@@ -286,7 +257,7 @@ def test_helm_install_runs_a_fine_tune_and_uninstalls(
     tmp_path: Path,
 ) -> None:
     key = create_api_key(cluster, namespace)
-    models_dir = seed_claims(cluster, namespace, tiny_model)
+    models_dir, _ = seed_claims(cluster.pv_root, namespace, tiny_model)
     local_values = {
         "operator": {
             "bindAddress": "127.0.0.1",
@@ -403,7 +374,7 @@ def test_kubectl_apply_k_runs_a_fine_tune_and_deletes(
 ) -> None:
     namespace = kubetune_namespace
     key = create_api_key(cluster, namespace)
-    models_dir = seed_claims(cluster, namespace, tiny_model)
+    models_dir, _ = seed_claims(cluster.pv_root, namespace, tiny_model)
     overlay = local_overlay(tmp_path / "overlay", ports)
     cluster.kubectl("apply", "-k", str(overlay), timeout=120)
     try:

@@ -18,20 +18,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubetune_local.cluster import LocalCluster
-from support.operator_proc import install_crd
+from kubetune_local.workspace import install_crd
 
-from e2e.stack import E2EStack, build_tiny_model
+from e2e.stack import E2EStack
 
 
 @pytest.fixture(scope="session")
 def e2e_crd(cluster: LocalCluster) -> None:
     install_crd(cluster.kubeconfig, timeout=60)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The offline tiny base model, built once; each namespace gets hard links to it."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "kubetune-tiny")
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ and pods, and the tails of the operator, API and trainer logs (`diagnostics()`).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +23,8 @@ from api.api_proc import ApiProcess
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubetune_local.cluster import LocalCluster
-from support.operator_proc import OperatorProcess, create_claims
+from kubetune_local.workspace import create_claims, seed_claims
+from support.operator_proc import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -37,32 +35,6 @@ CONTAINER = "trainer"
 FTJ_LABEL = "kubetune.io/finetunejob"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 T = TypeVar("T")
-
-
-def build_tiny_model(target: Path) -> Path:
-    """`python -m kubetune_trainer.tiny_model target` (the offline 6M-parameter Llama)."""
-    proc = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "kubetune_trainer.tiny_model", str(target)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, f"tiny model build failed:\n{proc.stdout}\n{proc.stderr}"
-    assert (target / "config.json").is_file(), f"no config.json in {target}"
-    return target
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link `src` into `dst` (a copy where links are impossible): fast and read-only use."""
-
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
 
 
 def tail(text: str, lines: int = 40) -> str:
@@ -131,11 +103,8 @@ class E2EStack:
     # ---- set-up ----------------------------------------------------------------------
     def seed(self, tiny_source: Path) -> None:
         """The two claims, bound; the tiny base model and the sample datasets on them."""
-        from kubetune_trainer.samples import copy_samples
-
         create_claims(self.cluster.kubeconfig, self.namespace, wait_bound=60)
-        _link_tree(tiny_source, self.tiny_dir)
-        copy_samples(self.data_dir)
+        seed_claims(Path(self.cluster.pv_root), self.namespace, tiny_source)
 
     def start_operator(self, **settings: Any) -> OperatorProcess:
         self.operator = OperatorProcess(

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 from kubetune_local.cluster import LocalCluster
-from support.operator_proc import OperatorProcess, create_claims, install_crd
+from kubetune_local.workspace import create_claims, install_crd
+from support.operator_proc import OperatorProcess
 
 
 @pytest.fixture(scope="session")

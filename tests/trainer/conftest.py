@@ -30,13 +30,6 @@ S3_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kubetune_trainer.tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("base") / "kubetune-tiny")
-
-
 @pytest.fixture
 def data_root(tmp_path: Path) -> Path:
     from kubetune_trainer.samples import copy_samples
