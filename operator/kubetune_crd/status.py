@@ -137,6 +137,10 @@ class FineTuneJobStatus(StatusModel):
     start_time: str | None = Field(default=None, description="When the trainer first ran.")
     completion_time: str | None = Field(default=None, description="When it reached an end.")
     attempts: int = Field(default=0, ge=0, description="Trainer pods started so far.")
+    last_pod: str | None = Field(
+        default=None,
+        description="Trainer pod of the latest attempt (counts attempts whose pod vanished).",
+    )
     pending: PendingInfo | None = Field(default=None, description="Why it is not running yet.")
     progress: Progress | None = Field(default=None, description="Live progress.")
     metrics: Metrics | None = Field(default=None, description="Eval loss before and after.")

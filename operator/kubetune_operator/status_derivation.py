@@ -309,7 +309,13 @@ def derive_status(
     started = [p for p in pods if _pod_started_at(p)]
     counted = int(job_status.get("failed") or 0) + int(job_status.get("succeeded") or 0)
     counted += sum(1 for p in pods if is_running(p))
-    status.attempts = max(prev.attempts, len(started), counted)
+    # A pod deleted outright (a lost node) leaves no trace in the Job's counters: a newest
+    # started pod we have not recorded yet is one more attempt.
+    seen = prev.attempts
+    if started and _pod_name(started[-1]) != prev.last_pod:
+        seen = prev.attempts + 1 if prev.last_pod else max(prev.attempts, 1)
+        status.last_pod = _pod_name(started[-1])
+    status.attempts = max(seen, len(started), counted)
     if status.start_time is None:
         starts = sorted(s for s in (_pod_started_at(p) for p in pods) if s)
         if starts:

@@ -154,6 +154,7 @@ def test_deleted_trainer_pod_resumes_from_checkpoint(stack: E2EStack) -> None:
         f"attempts {status.get('attempts')}"
     )
     assert status["phase"] == "Succeeded" and status["progress"]["step"] == total, status
+    assert status["attempts"] == 2 and status["lastPod"] == second, status
     assert len(stack.jobs(name)) == 1, "the same Job retried: no second Job"
     assert stack.models()["total"] == 1 and len(stack.model_dirs()) == 1
     assert not ckpt_root.exists(), "checkpoints are removed once the model is stored"

@@ -258,6 +258,24 @@ def test_waiting_for_retry_between_attempts() -> None:
     assert d.status.pending.reason == "WaitingForRetry"
 
 
+def test_a_vanished_pod_still_counts_as_an_attempt() -> None:
+    first = derive_status(ftj(), job(active=1), [pod("j-1", "Running", state=RUNNING)], now=NOW)
+    assert first.status.attempts == 1 and first.status.last_pod == "j-1"
+    again = derive_status(
+        ftj(first.status.to_k8s()), job(active=1), [pod("j-1", "Running", state=RUNNING)], now=NOW
+    )
+    assert again.status.attempts == 1
+    # j-1 was force-deleted (no failure counted by the Job); j-2 runs the second attempt.
+    later = "2026-01-02T03:05:00Z"
+    second = derive_status(
+        ftj(first.status.to_k8s()),
+        job(active=1),
+        [pod("j-2", "Running", state=RUNNING, created=later)],
+        now=NOW,
+    )
+    assert second.status.attempts == 2 and second.status.last_pod == "j-2"
+
+
 def test_image_pull_pending_then_failed_after_grace() -> None:
     waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
     p = pod(state=waiting, node="n1")
