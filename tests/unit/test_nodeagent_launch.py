@@ -70,3 +70,39 @@ def test_sources_under_a_shadowed_tmp() -> None:
         shutil.rmtree(state, ignore_errors=True)
         if Path("/opt/kubetune-launch-test").is_dir():
             os.rmdir("/opt/kubetune-launch-test")
+
+
+def test_the_python_environment_stays_visible_under_an_empty_dir_at_tmp() -> None:
+    # A checkout under /tmp (a CI clone) whose tools an emptyDir at /tmp would otherwise hide.
+    state = Path(tempfile.mkdtemp(prefix="kubetune-launch-", dir="/tmp"))
+    try:
+        checkout, empty = state / "checkout", state / "vol-tmp"
+        (checkout / "bin").mkdir(parents=True)
+        empty.mkdir()
+        tool = checkout / "bin" / "tool"
+        tool.write_text("#!/bin/sh\necho tool ran; ls /tmp\n")
+        tool.chmod(0o755)
+        spec = {
+            "argv": [str(tool)],
+            "env": {"PATH": "/usr/bin:/bin"},
+            "workdir": "/",
+            "mounts": [{"source": str(empty), "target": "/tmp", "read_only": False}],
+            "keep_visible": [str(checkout)],
+            "cgroup": None,
+        }
+        spec_path = state / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubetune_local.nodeagent.launch", str(spec_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO / "hack")},
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = proc.stdout.split()
+        assert lines[:2] == ["tool", "ran"]
+        assert lines[2:] == [state.name]  # /tmp is the emptyDir, holding only the way back
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

@@ -60,6 +60,11 @@ def bind(source_fd: int, target: str, read_only: bool) -> None:
         _mount(source, target, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
+def shadowed(path: str, targets: list[str]) -> bool:
+    """Whether a mount at one of `targets` hides `path` (a target strictly above it)."""
+    return any(Path(path).is_relative_to(t) and Path(path) != Path(t) for t in targets)
+
+
 def main() -> None:
     """Read the spec, set up the namespace and exec the container's command."""
     spec = json.loads(Path(sys.argv[1]).read_text())
@@ -76,9 +81,14 @@ def main() -> None:
             _check(_libc.unshare(CLONE_NEWNS), "unshare")
             _mount(None, "/", MS_REC | MS_PRIVATE)
             fds = [os.open(m["source"], os.O_PATH) for m in spec["mounts"]]
+            targets = [m["target"] for m in spec["mounts"]]
+            keep = [k for k in spec.get("keep_visible", []) if shadowed(k, targets)]
+            keep_fds = [os.open(k, os.O_PATH) for k in keep]
             for m, fd in zip(spec["mounts"], fds, strict=True):
                 bind(fd, m["target"], m["read_only"])
-            for fd in fds:
+            for path, fd in zip(keep, keep_fds, strict=True):
+                bind(fd, path, read_only=False)  # the project's Python env, back on top
+            for fd in fds + keep_fds:
                 os.close(fd)
         if host_workdir is not None:
             os.fchdir(host_workdir)

@@ -46,6 +46,18 @@ class LaunchSpec:
     """`workdir` is a host directory (opened before the mounts), not a container path."""
 
 
+def keep_visible() -> list[str]:
+    """Host paths a container must still see when a volume is mounted over a parent of them.
+
+    Containers run the project's Python environment: the repository (editable installs point
+    into it), the virtualenv and the interpreter's prefix. An emptyDir at `/tmp` must not
+    hide them when the checkout lives under `/tmp` (as a CI clone may).
+    """
+    from kubetune_local.cluster import REPO
+
+    return sorted({str(REPO), sys.prefix, sys.base_prefix})
+
+
 class ContainerProcess:
     """A running container process (its own session and process group)."""
 
@@ -63,6 +75,7 @@ class ContainerProcess:
                 for m in spec.mounts
             ],
             "cgroup": str(self.cgroup.path) if self.cgroup else None,
+            "keep_visible": keep_visible(),
         }
         fd = os.open(spec.spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
