@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,52 +150,44 @@ class LocalProvisioner:
 
     def run_volumes(self, stop: threading.Event) -> None:
         """List+watch the volumes we created, deleting the Released ones."""
-        while not stop.is_set():
-            try:
-                listing = self.core.list_persistent_volume(
-                    label_selector=MANAGED_BY_SELECTOR, _preload_content=False
-                )
-                data = _json(listing)
-                for pv in data.get("items") or []:
-                    self.reclaim(pv)
-                stream = watch.Watch().stream(
-                    self.core.list_persistent_volume,
-                    label_selector=MANAGED_BY_SELECTOR,
-                    resource_version=data["metadata"]["resourceVersion"],
-                    timeout_seconds=60,
-                )
-                for event in stream:
-                    if stop.is_set():
-                        return
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self.reclaim(dict(event["raw_object"]))
-            except Exception:  # a dropped watch or a restarting apiserver: list again
-                log.exception("provisioner volume loop failed; retrying")
-                stop.wait(2.0)
+        _list_watch(
+            self.core.list_persistent_volume, self.reclaim, stop, label_selector=MANAGED_BY_SELECTOR
+        )
 
     def run_claims(self, stop: threading.Event) -> None:
-        """List+watch claims until `stop` is set, reconnecting on errors."""
-        while not stop.is_set():
-            try:
-                listing = self.core.list_persistent_volume_claim_for_all_namespaces(
-                    _preload_content=False
-                )
-                data = _json(listing)
-                for pvc in data.get("items") or []:
-                    self.provision(pvc)
-                stream = watch.Watch().stream(
-                    self.core.list_persistent_volume_claim_for_all_namespaces,
-                    resource_version=data["metadata"]["resourceVersion"],
-                    timeout_seconds=60,
-                )
-                for event in stream:
-                    if stop.is_set():
-                        return
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self.provision(dict(event["raw_object"]))
-            except Exception:  # a dropped watch or a restarting apiserver: list again
-                log.exception("provisioner loop failed; retrying")
-                stop.wait(2.0)
+        """List+watch claims, binding the pending ones."""
+        _list_watch(self.core.list_persistent_volume_claim_for_all_namespaces, self.provision, stop)
+
+
+def _list_watch(
+    list_fn: Callable[..., Any],
+    handle: Callable[[dict[str, Any]], object],
+    stop: threading.Event,
+    **selectors: str,
+) -> None:
+    """Call `handle` on every listed object, then on each added or changed one, until `stop`.
+
+    A dropped watch or a restarting apiserver lists again after a short pause.
+    """
+    while not stop.is_set():
+        try:
+            data = _json(list_fn(_preload_content=False, **selectors))
+            for obj in data.get("items") or []:
+                handle(obj)
+            stream = watch.Watch().stream(
+                list_fn,
+                resource_version=data["metadata"]["resourceVersion"],
+                timeout_seconds=60,
+                **selectors,
+            )
+            for event in stream:
+                if stop.is_set():
+                    return
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    handle(dict(event["raw_object"]))
+        except Exception:
+            log.exception("provisioner %s loop failed; retrying", list_fn.__name__)
+            stop.wait(2.0)
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from kubetune_api.service import (
     start_config,
 )
 from kubetune_api.store import JobStore
-from kubetune_api.views import JobRecord
+from kubetune_api.views import JobRecord, parse_time
 
 # Any well-formed id: used to check the spec before anything is written.
 _PROBE_ID = "ft_20000101_000000_probe0"
@@ -131,7 +131,7 @@ def gather_events(store: JobStore, rec: JobRecord) -> list[tuple[datetime | None
             )
         )
     for cond in rec.status.conditions:
-        when_c = _parse(cond.last_transition_time)
+        when_c = parse_time(cond.last_transition_time)
         rows.append(
             (
                 when_c,
@@ -147,13 +147,3 @@ def gather_events(store: JobStore, rec: JobRecord) -> list[tuple[datetime | None
     epoch = datetime.fromtimestamp(0, timezone.utc)
     rows.sort(key=lambda row: row[0] or epoch)
     return rows
-
-
-def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
