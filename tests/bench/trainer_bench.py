@@ -1,13 +1,19 @@
 """Benchmark: the kubetune trainer (packed sequences, lean loop) against a plain transformers
 `Trainer` with per-batch padding and no packing: same model, data, epochs, learning rate,
-seed and machine; runs alternate in one invocation, each in its own process (peak RSS is per
+seeds and machine; runs alternate in one invocation, each in its own process (peak RSS is per
 run).
 
 Reported per mode: real (non-pad) tokens/s of the training loop, the held-out eval loss after
 the same real tokens (both see every training example the same number of times, scored by the
-same function), peak RSS. Batch sizes give both about the same real tokens per optimizer step
-(the HF batch in examples, the kubetune batch in packed sequences), so the comparison is at
-equal optimisation work, not just equal data.
+same function), peak RSS, and the tokens the batches really held (`pad_fraction`). Batch sizes
+give both about the same real tokens per optimizer step and the packed length is picked so
+both take the same number of steps (same warmup and linear decay), so the eval losses compare
+the same optimisation work, not just the same data.
+
+Round r trains both with seed+r (data order and, for kubetune, the packing); the held-out split
+is the same in every run. The eval loss after ~54 steps from a random init varies by a few
+percent from seed to seed, so it is compared as the mean over the rounds' seeds, and the
+per-round differences are printed to show that spread. Throughput: medians, and per round.
 
     .venv/bin/python tests/bench/trainer_bench.py [--rounds 2] [--epochs 2] [--with-hf-packed]
 
@@ -44,7 +50,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
     tokenizer = load_tokenizer(args.model)
     table = load_table(sample_path(args.dataset), args.dataset, DatasetSpec(url=args.dataset))
-    train_rows, held_rows = split_rows(table.rows, 0.1, args.seed)
+    # The held-out split is the same in every run (only the training seed changes per round).
+    train_rows, held_rows = split_rows(table.rows, 0.1, args.split_seed)
     train = encode_rows(tokenizer, table.kind, train_rows, args.max_seq_length).examples
     held = encode_rows(tokenizer, table.kind, held_rows, args.max_seq_length).examples
     return tokenizer, table, train, held
@@ -52,7 +59,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def kubetune_batch_size(args: argparse.Namespace, train: list[Any]) -> int:
     mean = sum(len(e.input_ids) for e in train) / len(train)
-    return max(1, round(args.hf_batch_size * mean / args.max_seq_length))
+    return max(1, round(int(args.hf_batch_size) * mean / int(args.max_seq_length)))
 
 
 def pack_length(args: argparse.Namespace, train: list[Any], batch: int) -> int:
@@ -68,10 +75,10 @@ def pack_length(args: argparse.Namespace, train: list[Any], batch: int) -> int:
     target = math.ceil(len(train) / args.hf_batch_size)
     best, best_gap = args.max_seq_length, None
     for length in range(args.max_seq_length, 2 * args.max_seq_length + 1, 8):
-        gap = abs(math.ceil(len(pack(train, length, True)) / batch) - target)
+        gap = abs(math.ceil(len(pack(train, length, True, args.seed)) / batch) - target)
         if best_gap is None or gap < best_gap:
             best, best_gap = length, gap
-    return best
+    return int(best)
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,6 +99,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         StopFlag,
         evaluate,
         make_optimizer,
+        packed_attention_enabled,
         train_loop,
     )
 
@@ -117,7 +125,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     packed_length = pack_length(args, train, hp.batch_size)
     if args.child == "kubetune":
-        rows = pack(train, packed_length, True)
+        rows = pack(train, packed_length, True, args.seed)
         schedule = Schedule(len(rows), hp.batch_size, 1, hp.seed)
         total = schedule.total_steps(hp)
         optimizer, scheduler = make_optimizer(model, hp, total, device)
@@ -140,7 +148,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             seconds = time.perf_counter() - start
         assert state.real_tokens == real_tokens, (state.real_tokens, real_tokens)
         steps = state.step
-        processed = sum(len(r) for r in rows) * args.epochs
+        flat = packed_attention_enabled(model, device)
+        processed = _kubetune_processed(rows, schedule, total, flat)
     else:
         seconds, steps, processed = _hf_train(
             args, model, tokenizer, train, hp, pad_id, packed_length
@@ -163,6 +172,21 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _length(feature: Any) -> int:
+    return len(feature["input_ids"]) if isinstance(feature, dict) else len(feature)
+
+
+def _kubetune_processed(rows: list[Any], schedule: Any, total: int, flatten: bool) -> int:
+    """Tokens the kubetune batches really hold (padding included), replaying the schedule."""
+    processed = 0
+    cache: dict[int, list[int]] = {}
+    for step in range(total):
+        for idx in schedule.step_rows(step, cache):
+            lengths = [len(rows[i]) for i in idx]
+            processed += sum(lengths) if flatten else max(lengths) * len(lengths)
+    return processed
+
+
 def _hf_train(
     args: argparse.Namespace,
     model: Any,
@@ -180,7 +204,7 @@ def _hf_train(
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     if args.child == "hf_packed":
-        rows = pack(train, packed_length, True)
+        rows = pack(train, packed_length, True, args.seed)
         features: list[Any] = rows
 
         def collator(batch: list[Any]) -> dict[str, Any]:
@@ -204,11 +228,13 @@ def _hf_train(
     steps_per_epoch = math.ceil(len(features) / hp.batch_size)
     total = steps_per_epoch * hp.epochs
     processed = 0
+    real = 0
 
     def counting(batch: list[Any]) -> Any:
-        nonlocal processed
+        nonlocal processed, real
         out = data_collator(batch)
         processed += int(out["input_ids"].numel())
+        real += sum(_length(f) for f in batch)
         return out
 
     with tempfile.TemporaryDirectory() as out_dir:
@@ -238,6 +264,8 @@ def _hf_train(
         trainer.train()
         seconds = time.perf_counter() - start
     del padded_counter
+    expected = sum(_length(f) for f in features) * hp.epochs
+    assert real == expected, (real, expected)  # every example seen `epochs` times
     return seconds, total, processed
 
 
@@ -276,6 +304,8 @@ def parent(args: argparse.Namespace) -> int:
                     "--learning-rate",
                     str(args.learning_rate),
                     "--seed",
+                    str(args.seed + round_),
+                    "--split-seed",
                     str(args.seed),
                     "--pack-length",
                     str(args.pack_length),
@@ -291,16 +321,34 @@ def parent(args: argparse.Namespace) -> int:
     def med(mode: str, key: str) -> float:
         return float(statistics.median(r[key] for r in results[mode]))
 
-    print("\nmode        real_tok/s  eval_loss  pad_frac  steps  batch  seq_len  peak_rss_mb")
+    def mean(mode: str, key: str) -> float:
+        return float(statistics.fmean(r[key] for r in results[mode]))
+
+    print(
+        "\nmode        real_tok/s  eval_loss  pad_frac  steps  batch  seq_len  peak_rss_mb"
+        "   (tok/s, pad, rss: medians; eval_loss: mean over the rounds' seeds)"
+    )
     for mode in modes:
         print(
-            f"{mode:<11} {med(mode, 'real_tokens_per_s'):>10.1f} {med(mode, 'eval_loss'):>10.4f} "
+            f"{mode:<11} {med(mode, 'real_tokens_per_s'):>10.1f} {mean(mode, 'eval_loss'):>10.4f} "
             f"{med(mode, 'pad_fraction'):>9.3f} {int(med(mode, 'steps')):>6} "
             f"{int(med(mode, 'batch_size')):>6} {int(med(mode, 'seq_length')):>8} "
             f"{med(mode, 'peak_rss_mb'):>12.1f}"
         )
-    kt, hf = med("kubetune", "eval_loss"), med("hf_padded", "eval_loss")
-    print(f"eval_loss_diff_vs_hf_padded: {100 * (kt - hf) / hf:+.2f}%")
+    # Paired by round (same seed, same machine moment): the spread shows the run-to-run noise.
+    ratios = [
+        k["real_tokens_per_s"] / h["real_tokens_per_s"]
+        for k, h in zip(results["kubetune"], results["hf_padded"], strict=True)
+    ]
+    diffs = [
+        100 * (k["eval_loss"] - h["eval_loss"]) / h["eval_loss"]
+        for k, h in zip(results["kubetune"], results["hf_padded"], strict=True)
+    ]
+    print("per-round throughput ratio: " + " ".join(f"{r:.2f}" for r in ratios))
+    print("per-round eval loss diff:   " + " ".join(f"{d:+.2f}%" for d in diffs))
+    kt, hf = mean("kubetune", "eval_loss"), mean("hf_padded", "eval_loss")
+    spread = f" (per-round sd {statistics.stdev(diffs):.2f}%)" if len(diffs) > 1 else ""
+    print(f"eval_loss_diff_vs_hf_padded: {100 * (kt - hf) / hf:+.2f}%{spread}")
     if args.with_hf_packed:
         ratio_loop = med("kubetune", "real_tokens_per_s") / med("hf_packed", "real_tokens_per_s")
         print(f"loop_ratio_vs_hf_trainer_packed: {ratio_loop:.2f}")
@@ -319,7 +367,10 @@ def main() -> int:
     parser.add_argument("--max-seq-length", type=int, default=384)
     parser.add_argument("--hf-batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seed", type=int, default=42, help="round r trains with seed+r (data order, dropout)"
+    )
+    parser.add_argument("--split-seed", type=int, default=42, help=argparse.SUPPRESS)
     parser.add_argument(
         "--pack-length",
         type=int,

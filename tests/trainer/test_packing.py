@@ -31,6 +31,17 @@ def test_best_fit_bins_respect_the_limit_and_use_every_example() -> None:
     assert sum(lengths) / (128 * len(bins)) > 0.9
 
 
+def test_seeded_best_fit_is_reproducible_and_still_fills_rows() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 120) for _ in range(500)]
+    bins = best_fit_bins(lengths, 128, seed=7)
+    assert bins == best_fit_bins(lengths, 128, seed=7)  # resume rebuilds the same rows
+    assert bins != best_fit_bins(lengths, 128, seed=8)
+    assert sorted(i for b in bins for i in b) == list(range(500))
+    assert all(sum(lengths[i] for i in b) <= 128 for b in bins)
+    assert sum(lengths) / (128 * len(bins)) > 0.85
+
+
 def test_completion_only_labels(tokenizer: Any) -> None:
     rows = [
         Row(1, prompt="Question : le frigo fuit ?\nRéponse :", completion=" Déboucher le canal.")
@@ -124,3 +135,64 @@ def test_packed_loss_equals_separate_losses(tiny_model: Path, tokenizer: Any) ->
             for e in examples
         )
     assert together == pytest.approx(apart, rel=1e-4)
+
+
+def test_flattened_batch_keeps_every_token_and_block() -> None:
+    examples = [
+        Example([1, 2, 3], [1, 2, 3]),
+        Example([4, 5], [IGNORE, 5]),
+        Example([6] * 7, [6] * 7),
+    ]
+    rows = pack(examples, 8)
+    padded = collate(rows, pad_id=0)
+    flat = collate(rows, pad_id=0, flatten=True)
+    assert flat.input_ids.shape == (1, 12)
+    assert flat.real_tokens == padded.real_tokens == 12
+    assert flat.label_tokens == padded.label_tokens
+    assert sorted(flat.segments[0]) == [2, 3, 7]
+    # The padding is its own block.
+    assert sorted(n for row in padded.segments for n in row) == [2, 2, 3, 7]
+    assert all(sum(s) == padded.input_ids.shape[1] for s in padded.segments)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_packed_attention_matches_the_masked_sdpa_path(
+    tiny_model: Path, tokenizer: Any, method: str
+) -> None:
+    """The per-example attention (CPU path, flattened batch, logits on label positions only)
+    gives the loss AND gradients of transformers' own masked SDPA on the padded batch."""
+    from kubetune_crd.spec import DatasetSpec, MethodSpec
+    from kubetune_trainer.formats import load_table
+    from kubetune_trainer.modeling import load_model, trainable_parameters
+    from kubetune_trainer.runtime import pick_device
+    from kubetune_trainer.samples import sample_path
+    from kubetune_trainer.train import loss_sum, packed_attention_enabled
+
+    device = pick_device()
+    spec = MethodSpec(type="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    model = load_model(
+        str(tiny_model), spec if method == "lora" else MethodSpec(type="full"), device, False
+    )
+    assert packed_attention_enabled(model, device)
+    table = load_table(sample_path("frigo_training.jsonl"), "x", DatasetSpec(url="x"))
+    examples = encode_rows(tokenizer, table.kind, table.rows[:20], 256).examples
+    rows = pack(examples, 256)
+    params = trainable_parameters(model)
+
+    def run(flatten: bool, packed: bool) -> tuple[float, dict[str, Any]]:
+        model.zero_grad(set_to_none=True)
+        batch = collate(rows, tokenizer.pad_token_id, flatten)
+        if not packed:
+            batch.segments = []  # the model's own attention, with transformers' packed mask
+        loss = loss_sum(model, batch, device)
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in params.items()}
+
+    ref_loss, ref_grads = run(False, False)
+    for flatten in (False, True):
+        loss, grads = run(flatten, True)
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        for name, grad in grads.items():
+            scale = float(ref_grads[name].abs().max()) or 1.0  # LoRA A: zero (B starts at 0)
+            assert float((grad - ref_grads[name]).abs().max()) / scale < 1e-4, name
+    assert model.config._attn_implementation == "sdpa"  # switched on only inside the forward

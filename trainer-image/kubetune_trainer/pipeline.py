@@ -95,7 +95,8 @@ def prepare_data(cfg: TrainerRunConfig, tokenizer: Any, work_dir: Path) -> DataP
             f"no training row has any token to learn from within maxSeqLength {hp.max_seq_length}"
             " (prompts longer than the limit?)"
         )
-    packed = pack(train.examples, hp.max_seq_length, hp.packing)
+    # Seeded random grouping, not length-sorted bins: see packing.py (batch diversity).
+    packed = pack(train.examples, hp.max_seq_length, hp.packing, seed=hp.seed)
     eval_packed = pack(held.examples, hp.max_seq_length, True)
     schedule = Schedule(len(packed), hp.batch_size, hp.gradient_accumulation_steps, hp.seed)
     return DataPlan(

@@ -103,24 +103,45 @@ def autocast(device: DeviceInfo) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
+def packed_attention_enabled(model: Any, device: DeviceInfo) -> bool:
+    """Whether batches take the per-example attention path (and are flattened to one row).
+
+    CPU only: that is where it was measured (tests/bench/trainer_bench.py); on a GPU the masked
+    SDPA kernel (or flash-attention's own varlen path) stays in charge."""
+    from kubetune_trainer import attention
+
+    return device.device.type == "cpu" and attention.supports_packed_attention(model)
+
+
 def loss_sum(model: Any, batch: Batch, device: DeviceInfo) -> Any:
     """Summed next-token cross-entropy over the batch's label tokens."""
     import torch.nn.functional as F  # noqa: N812
 
+    from kubetune_trainer import attention
+
     ids = batch.input_ids.to(device.device, non_blocking=True)
     positions = batch.position_ids.to(device.device, non_blocking=True)
     labels = batch.labels.to(device.device, non_blocking=True)
-    with autocast(device):
-        logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits
     # Shift the labels, not the logits: slicing the logits copies them (and their gradient),
     # which costs as much as a transformer layer on small models.
     targets = F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
+    kwargs: dict[str, Any] = {}
+    context: AbstractContextManager[Any] = nullcontext()
+    if batch.segments and packed_attention_enabled(model, device):
+        kwargs[attention.SEGMENTS_KWARG] = batch.segments
+        # Logits only where there is a target (not on prompts, padding, block ends): the
+        # model's own head (and any scaling it applies) on fewer positions.
+        keep = targets != IGNORE
+        kwargs["logits_to_keep"] = keep
+        context = attention.packed_attention(model)
+    with context, autocast(device):
+        logits = model(input_ids=ids, position_ids=positions, use_cache=False, **kwargs).logits
+    if "logits_to_keep" in kwargs and logits.dim() == 2:
+        flat_targets = targets[kwargs["logits_to_keep"]]
+    else:  # all positions (a model that ignores a boolean logits_to_keep)
+        flat_targets = targets.reshape(-1)
+        logits = logits.reshape(-1, logits.shape[-1])
+    return F.cross_entropy(logits.float(), flat_targets, ignore_index=IGNORE, reduction="sum")
 
 
 def evaluate(
@@ -138,13 +159,14 @@ def evaluate(
         return None
     was_training = model.training
     model.eval()
+    flatten = packed_attention_enabled(model, device)
     total = 0.0
     tokens = 0
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             if stop is not None:
                 stop.check("evaluation")
-            batch = collate(rows[start : start + batch_size], pad_id)
+            batch = collate(rows[start : start + batch_size], pad_id, flatten)
             total += float(loss_sum(model, batch, device))
             tokens += batch.label_tokens
     if was_training:
@@ -179,7 +201,9 @@ def make_optimizer(
         lr=hp.learning_rate,
         betas=(0.9, 0.999),
         eps=1e-8,
-        fused=device.device.type == "cuda",
+        # Fused on CPU too (torch >= 2.4): half the time of the per-tensor loop on the tiny
+        # model, and what transformers.Trainer uses by default.
+        fused=device.device.type in ("cuda", "cpu"),
     )
     warmup = math.ceil(total_steps * hp.warmup_ratio)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)  # type: ignore[no-untyped-call]
@@ -220,6 +244,7 @@ def train_loop(
     window_real = 0
     window_start = time.monotonic()
     model.train()
+    flatten = packed_attention_enabled(model, device)
 
     def save() -> None:
         checkpoints.save_checkpoint(
@@ -238,7 +263,7 @@ def train_loop(
             stop.check(f"training (checkpoint at step {state.step})")
         step_start = time.monotonic()
         batches = [
-            collate([rows[i] for i in idx], cfg.pad_id)
+            collate([rows[i] for i in idx], cfg.pad_id, flatten)
             for idx in schedule.step_rows(state.step, cache)
         ]
         step_tokens = max(sum(b.label_tokens for b in batches), 1)
