@@ -15,15 +15,18 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 from kubetune_local.cluster import ClusterError, LocalCluster, binaries
-from kubetune_local.testing import cluster_unavailable, start_cluster, stop_cluster
+from kubetune_local.testing import (
+    cluster_unavailable,
+    start_cluster,
+    stop_cluster,
+    temporary_namespace,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # KUBETUNE_TEST_CLUSTER_DIR gives a session its own cluster (two sessions in one checkout).
@@ -59,29 +62,8 @@ def k8s_api(cluster: LocalCluster) -> Iterator[client.ApiClient]:
 @pytest.fixture
 def namespace(cluster: LocalCluster) -> Iterator[str]:
     """A fresh namespace whose `default` ServiceAccount has its token; deleted afterwards."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        sa = cluster.kubectl(
-            "get",
-            "serviceaccount",
-            "default",
-            "-n",
-            name,
-            "-o",
-            "jsonpath={.secrets[0].name}",
-            check=False,
-        )
-        if sa.returncode == 0 and sa.stdout.strip():
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"namespace {name}: the default ServiceAccount got no token in 60 s")
-    try:
+    with temporary_namespace(cluster) as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from kubetune_local.testing import temporary_namespace
 from kubetune_local.workspace import install_crd
 
 from api.api_proc import ApiProcess
@@ -66,12 +65,8 @@ def api(start_api: Callable[..., ApiProcess], namespace: str, data_root: Path) -
 
 @pytest.fixture
 def other_namespace(cluster: Any) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    try:
+    with temporary_namespace(cluster) as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -113,17 +108,6 @@ def succeeded_status(model_name: str, alias: str, size_bytes: int, created: str)
     }
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s")
-        time.sleep(interval)
-
-
 def key_entry(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
@@ -131,12 +115,8 @@ def key_entry(api_key: str) -> str:
 @pytest.fixture(scope="module")
 def shared_namespace(cluster: Any) -> Iterator[str]:
     """A namespace for a module's read-only and bad-input tests (nothing may be created)."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    try:
+    with temporary_namespace(cluster) as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")

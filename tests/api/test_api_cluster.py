@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes import client
+from kubetune_local.testing import wait_for
 
 from api.api_proc import ApiProcess
-from api.conftest import key_entry, list_jobs, patch_status, succeeded_status, wait_for
+from api.conftest import key_entry, list_jobs, patch_status, succeeded_status
 
 pytestmark = pytest.mark.cluster
 

@@ -7,9 +7,10 @@ from typing import Any
 import openai
 import pytest
 from kubernetes import client
+from kubetune_local.testing import wait_for
 
 from api.api_proc import ApiProcess
-from api.conftest import list_jobs, patch_status, succeeded_status, wait_for
+from api.conftest import list_jobs, patch_status, succeeded_status
 
 pytestmark = pytest.mark.cluster
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from kubetune_local.testing import wait_for
 from kubetune_local.workspace import create_claims
 from support.operator_proc import OperatorProcess
 
 from api.api_proc import ApiProcess
-from api.conftest import wait_for
 
 pytestmark = pytest.mark.cluster
 

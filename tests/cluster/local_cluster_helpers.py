@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubetune_local.cluster import LocalCluster
@@ -30,20 +28,6 @@ def apply(cluster: LocalCluster, namespace: str, *manifests: dict[str, Any]) -> 
 def get(cluster: LocalCluster, namespace: str, *what: str) -> Any:
     """An object (or list) as a dict."""
     return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception:
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def job(

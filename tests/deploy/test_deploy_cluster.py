@@ -18,16 +18,16 @@ import json
 import os
 import secrets
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubetune_local.cluster import LocalCluster, free_ports
+from kubetune_local.testing import wait_for
 from kubetune_local.workspace import seed_claims
 
 from .deploytools import CHART, MANIFESTS, tool
@@ -40,22 +40,6 @@ MAX_STEPS = 6
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def kubectl_json(cluster: LocalCluster, *args: str) -> Any:
@@ -138,7 +122,7 @@ def check_components(cluster: LocalCluster, namespace: str) -> None:
         ok = [p for p in pods if p["status"].get("phase") == "Running"]
         return ok if len(ok) == 2 else []
 
-    pods = wait_for("the operator and API pods to run", running, 120)
+    pods = wait_for(running, 120, "the operator and API pods to run", interval=1.0)
     accounts = {
         p["metadata"]["labels"]["app.kubernetes.io/component"]: p["spec"]["serviceAccountName"]
         for p in pods
@@ -168,7 +152,7 @@ def check_components(cluster: LocalCluster, namespace: str) -> None:
 
 def fine_tune(cluster: LocalCluster, namespace: str, api: Api, models_dir: Path) -> str:
     """Start a tiny fine-tune through the API, wait for it, check the model is listed."""
-    wait_for("the API to be ready", api.ready, 90)
+    wait_for(api.ready, 90, "the API to be ready", interval=1.0)
     started = api.call(
         "POST",
         "/api/finetune/start",
@@ -193,7 +177,7 @@ def fine_tune(cluster: LocalCluster, namespace: str, api: Api, models_dir: Path)
         return None
 
     try:
-        status = wait_for(f"fine-tune {job_id}", finished, TRAINING_TIMEOUT, interval=3)
+        status = wait_for(finished, TRAINING_TIMEOUT, f"fine-tune {job_id}", interval=3)
     except BaseException:
         print(diagnostics(cluster, namespace))
         raise
@@ -225,7 +209,9 @@ def leftovers(cluster: LocalCluster, namespace: str) -> list[str]:
 
 
 def check_uninstalled(cluster: LocalCluster, namespace: str, models_dir: Path, model: str) -> None:
-    wait_for("the install's objects to go", lambda: not leftovers(cluster, namespace), 60)
+    wait_for(
+        lambda: not leftovers(cluster, namespace), 60, "the install's objects to go", interval=1.0
+    )
     cluster_wide = cluster.kubectl(
         "get", "clusterrole,clusterrolebinding", "-l", INSTANCE, "-o", "name"
     ).stdout.split()

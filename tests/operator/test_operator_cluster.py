@@ -12,28 +12,14 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from kubetune_local.cluster import LocalCluster
+from kubetune_local.testing import wait_for
 from support.operator_proc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
 T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 60, what: str = "it") -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except ApiException as exc:
-            value, last = None, exc
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
 
 
 def manifest(

@@ -16,9 +16,25 @@ from kubetune_local.nodeagent.process import keep_visible
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Root is needed for a private mount namespace; under CI (root) these must run, never skip.
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the launcher needs root (a private mount namespace)"
+    os.geteuid() != 0 and os.environ.get("CI") != "true",
+    reason="the launcher needs root (a private mount namespace)",
 )
+
+
+def run_launcher(spec: dict[str, object], state: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m kubetune_local.nodeagent.launch SPEC.json`, as the node agent runs it."""
+    spec_path = state / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    return subprocess.run(
+        [sys.executable, "-m", "kubetune_local.nodeagent.launch", str(spec_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO / "hack")},
+        check=False,
+    )
 
 
 def test_sources_under_a_shadowed_tmp() -> None:
@@ -52,16 +68,7 @@ def test_sources_under_a_shadowed_tmp() -> None:
             "cgroup": None,
             "keep_visible": keep_visible(),  # this interpreter, also from a checkout under /tmp
         }
-        spec_path = state / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        proc = subprocess.run(
-            [sys.executable, "-m", "kubetune_local.nodeagent.launch", str(spec_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": str(REPO / "hack")},
-            check=False,
-        )
+        proc = run_launcher(spec, state)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         # The emptyDir starts empty (nothing leaked into it) but for the way back to a
         # checkout under /tmp.
@@ -95,16 +102,7 @@ def test_the_python_environment_stays_visible_under_an_empty_dir_at_tmp() -> Non
             "keep_visible": [str(checkout)],
             "cgroup": None,
         }
-        spec_path = state / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        proc = subprocess.run(
-            [sys.executable, "-m", "kubetune_local.nodeagent.launch", str(spec_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": str(REPO / "hack")},
-            check=False,
-        )
+        proc = run_launcher(spec, state)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         lines = proc.stdout.split()
         assert lines[:2] == ["tool", "ran"]
