@@ -23,14 +23,18 @@ from api.api_proc import ApiProcess
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubetune_local.cluster import LocalCluster
-from kubetune_local.workspace import create_claims, seed_claims
+from kubetune_local.workspace import (
+    DATA_CLAIM,
+    MODELS_CLAIM,
+    TINY_MODEL_SUBDIR,
+    create_claims,
+    seed_claims,
+)
 from support.operator_proc import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-MODELS_CLAIM, DATA_CLAIM = "kubetune-models", "kubetune-data"
-TINY_SUBDIR = Path("base") / "kubetune-tiny"  # catalog alias `tiny` inside the models claim
 CONTAINER = "trainer"
 FTJ_LABEL = "kubetune.io/finetunejob"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -93,7 +97,7 @@ class E2EStack:
         self.pv = Path(cluster.pv_root) / namespace
         self.models_dir = self.pv / MODELS_CLAIM
         self.data_dir = self.pv / DATA_CLAIM
-        self.tiny_dir = self.models_dir / TINY_SUBDIR
+        self.tiny_dir = self.models_dir / TINY_MODEL_SUBDIR
         self.operator: OperatorProcess | None = None
         self.api: ApiProcess | None = None
         self._http: httpx.Client | None = None
