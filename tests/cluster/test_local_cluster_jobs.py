@@ -7,7 +7,8 @@ import time
 
 import pytest
 from kubetune_local.cluster import LocalCluster
-from local_cluster_helpers import apply, get, job, job_condition, pod_phase, pods_of, wait_for
+from kubetune_local.testing import wait_for
+from local_cluster_helpers import apply, get, job, job_condition, pod_phase, pods_of
 
 pytestmark = pytest.mark.cluster
 

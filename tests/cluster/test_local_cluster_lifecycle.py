@@ -8,8 +8,7 @@ import subprocess
 import pytest
 from kubetune_local import procs
 from kubetune_local.cluster import REPO, ClusterError, binaries
-from kubetune_local.testing import cluster_unavailable, start_cluster, stop_cluster
-from local_cluster_helpers import wait_for
+from kubetune_local.testing import cluster_unavailable, start_cluster, stop_cluster, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from kubetune_local.cluster import LocalCluster
-from local_cluster_helpers import apply, get, pod_phase, wait_for
+from kubetune_local.testing import wait_for
+from local_cluster_helpers import apply, get, pod_phase
 
 pytestmark = pytest.mark.cluster
 

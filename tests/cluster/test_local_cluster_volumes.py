@@ -11,7 +11,8 @@ import pytest
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.nodeagent.process import keep_visible
 from kubetune_local.provisioner import PROVISIONED_BY, released_by_us
-from local_cluster_helpers import apply, get, wait_for
+from kubetune_local.testing import wait_for
+from local_cluster_helpers import apply, get
 
 
 def _claim(name: str) -> dict[str, Any]:
