@@ -105,18 +105,30 @@ class RequestGuard:
             route = scope.get("route")
             route_path = getattr(route, "path", None) or "unmatched"
             self.state.metrics.observe(method, route_path, status_holder[0], elapsed)
-            if settings.access_log:
-                log.info(
-                    "request",
-                    extra={
-                        "method": method,
-                        "path": path,
-                        "route": route_path,
-                        "status": status_holder[0],
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "tenant": _tenant_of(scope),
-                    },
-                )
+            if settings.access_log and log.isEnabledFor(logging.INFO):
+                _access_log(method, path, route_path, status_holder[0], elapsed, scope)
+
+
+def _access_log(
+    method: str, path: str, route: str, status: int, elapsed: float, scope: Scope
+) -> None:
+    """`log.info("request", extra={...})` without its caller lookup and `extra` checks: the
+    same record (logger `kubetune_api`, message `request`, the fields as attributes) handed to
+    the same handlers, at a fraction of the cost on the hot path."""
+    record = logging.LogRecord(
+        log.name, logging.INFO, __file__, _ACCESS_LOG_LINE, "request", None, None, "RequestGuard"
+    )
+    fields = record.__dict__
+    fields["method"] = method
+    fields["path"] = path
+    fields["route"] = route
+    fields["status"] = status
+    fields["duration_ms"] = round(elapsed * 1000, 2)
+    fields["tenant"] = _tenant_of(scope)
+    log.handle(record)
+
+
+_ACCESS_LOG_LINE = _access_log.__code__.co_firstlineno
 
 
 def _tenant_of(scope: Scope) -> str | None:

@@ -101,8 +101,9 @@ class KeyRing:
         return set(self._keys.values())
 
     def lookup(self, api_key: str) -> Tenant | None:
+        # Hashed per request (about a microsecond): no raw key is kept in memory.
         digest = hash_key(api_key)
-        namespace = self._keys.get(digest)
+        namespace = self._keys.get(digest)  # the current keys: revocation applies at once
         return Tenant(namespace=namespace, key_hash=digest) if namespace else None
 
 

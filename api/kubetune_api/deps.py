@@ -45,13 +45,20 @@ class AppState:
     keyring: KeyRing | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def default_tenant(self) -> Tenant:
+        """Every request's tenant when authentication is off."""
+        return Tenant(namespace=self.settings.namespace)
+
     def require_store(self) -> JobStore:
         if self.store is None:
             raise HTTPException(status_code=503, detail="not connected to the cluster yet")
         return self.store
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """`async` on purpose: FastAPI runs a plain `def` dependency in the thread pool, and
+    those thread hops were most of a cached read's cost."""
     state: AppState = request.app.state.kubetune
     return state
 
@@ -59,10 +66,11 @@ def app_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(app_state)]
 
 
-def current_tenant(request: Request, state: State) -> Tenant:
-    """The caller's tenant: from the bearer API key, or the configured namespace (auth off)."""
+def tenant_of(request: Request, state: AppState) -> Tenant:
+    """The caller's tenant: from the bearer API key, or the configured namespace (auth off);
+    401 otherwise. Plain function, so hot routes can call it without dependency resolution."""
     if state.settings.auth_disabled:
-        return Tenant(namespace=state.settings.namespace)
+        return state.default_tenant
     token = bearer_token(request.headers.get("authorization"))
     keyring = state.keyring
     tenant = keyring.lookup(token) if (token and keyring is not None) else None
@@ -74,6 +82,11 @@ def current_tenant(request: Request, state: State) -> Tenant:
         )
     request.state.tenant = tenant.namespace
     return tenant
+
+
+async def current_tenant(request: Request, state: State) -> Tenant:
+    """The caller's tenant (see `tenant_of`)."""
+    return tenant_of(request, state)
 
 
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]

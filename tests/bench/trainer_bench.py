@@ -16,6 +16,7 @@ percent from seed to seed, so it is compared as the mean over the rounds' seeds,
 per-round differences are printed to show that spread. Throughput: medians, and per round.
 
     .venv/bin/python tests/bench/trainer_bench.py [--rounds 2] [--epochs 2] [--with-hf-packed]
+        [--model DIR] [--warmup-rounds N]
 
 Last line: `throughput_ratio_vs_hf_padded: X.XX` (kubetune / HF padded, medians). Goal: >= 2.0
 with eval losses within 2%.
@@ -131,7 +132,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         optimizer, scheduler = make_optimizer(model, hp, total, device)
         state = TrainState("bench", total_steps=total)
         with tempfile.TemporaryDirectory() as ckpt:
-            cfg = LoopConfig(hp, Path(ckpt), 0, 1, pad_id)
+            cfg = LoopConfig(hp, Path(ckpt), 0, 1, pad_id, checkpoint_last=False)
             start = time.perf_counter()
             state = train_loop(
                 model,
@@ -255,6 +256,8 @@ def _hf_train(
             disable_tqdm=True,
             dataloader_num_workers=0,
             use_cpu=not torch.cuda.is_available(),
+            # Same precision as the kubetune loop (bf16 autocast over fp32 weights on a GPU).
+            bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
             remove_unused_columns=False,
         )
         trainer = Trainer(
@@ -269,6 +272,12 @@ def _hf_train(
     return seconds, total, processed
 
 
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
 def parent(args: argparse.Namespace) -> int:
     from kubetune_trainer.tiny_model import build_tiny_model
 
@@ -279,11 +288,13 @@ def parent(args: argparse.Namespace) -> int:
         print(
             f"model={args.model} dataset={args.dataset} epochs={args.epochs} "
             f"max_seq_length={args.max_seq_length} hf_batch={args.hf_batch_size} "
-            f"lr={args.learning_rate} rounds={args.rounds} cpus={os.cpu_count()}",
+            f"lr={args.learning_rate} rounds={args.rounds} cpus={os.cpu_count()} "
+            f"device={_device_name()}",
             flush=True,
         )
         results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
-        for round_ in range(args.rounds):
+        warmup = args.warmup_rounds if args.warmup_rounds >= 0 else int(_device_name() != "cpu")
+        for round_ in range(-warmup, args.rounds):
             order = modes if round_ % 2 == 0 else list(reversed(modes))
             for mode in order:
                 cmd = [
@@ -315,6 +326,9 @@ def parent(args: argparse.Namespace) -> int:
                     print(out.stderr[-3000:], file=sys.stderr)
                     return 1
                 result = json.loads(out.stdout.strip().splitlines()[-1])
+                if round_ < 0:  # the first runs on a fresh GPU machine pay its cold start
+                    print(f"warm-up (not counted) {json.dumps(result)}", flush=True)
+                    continue
                 results[mode].append(result)
                 print(f"round {round_ + 1} {json.dumps(result)}", flush=True)
 
@@ -376,6 +390,12 @@ def main() -> int:
         type=int,
         default=0,
         help="kubetune packed sequence length (default: the one matching the HF steps/epoch)",
+    )
+    parser.add_argument(
+        "--warmup-rounds",
+        type=int,
+        default=-1,
+        help="untimed rounds first (default: 1 on a GPU, whose first runs pay a cold start)",
     )
     parser.add_argument(
         "--with-hf-packed", action="store_true", help="also time HF Trainer on packed rows"

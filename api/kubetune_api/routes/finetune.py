@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from kubetune_crd.status import TERMINAL_PHASES
 
-from kubetune_api.deps import CurrentTenant, State, find_job
+from kubetune_api.deps import AppState, CurrentTenant, State, find_job, tenant_of
 from kubetune_api.routes.common import gather_events, submit
 from kubetune_api.schemas import (
     CancelResponse,
@@ -93,9 +93,13 @@ def start(
 
 
 @router.get("/status/{job_id}", response_model=JobStatus, responses=_ERRORS)
-async def status(job_id: str, state: State, tenant: CurrentTenant) -> Response:
+async def status(job_id: str, request: Request) -> Response:
     """The job's status in the seed's words (`completed` when done), progress and details."""
-    rec = await find_job(state, tenant, job_id)
+    # The hottest read: no sub-dependencies to solve (same checks as `State`/`CurrentTenant`),
+    # and the record's pre-serialized JSON as is (`response_model` only documents it: FastAPI
+    # does not re-validate a returned Response).
+    state: AppState = request.app.state.kubetune
+    rec = await find_job(state, tenant_of(request, state), job_id)
     return Response(content=rec.status_json, media_type="application/json")
 
 
