@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MODES = ("kubetune", "hf_padded")
@@ -278,6 +277,16 @@ def _device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
+def _child_env(args: argparse.Namespace) -> dict[str, str]:
+    """Both modes run under the same OpenMP wait policy: by default the library's own (the
+    variable unset, as in the trainer's Job), whatever the calling shell exported."""
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if args.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    return env
+
+
 def parent(args: argparse.Namespace) -> int:
     from kubetune_trainer.tiny_model import build_tiny_model
 
@@ -289,7 +298,7 @@ def parent(args: argparse.Namespace) -> int:
             f"model={args.model} dataset={args.dataset} epochs={args.epochs} "
             f"max_seq_length={args.max_seq_length} hf_batch={args.hf_batch_size} "
             f"lr={args.learning_rate} rounds={args.rounds} cpus={os.cpu_count()} "
-            f"device={_device_name()}",
+            f"device={_device_name()} omp_wait_policy={args.omp_wait_policy}",
             flush=True,
         )
         results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
@@ -321,7 +330,9 @@ def parent(args: argparse.Namespace) -> int:
                     "--pack-length",
                     str(args.pack_length),
                 ]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                out = subprocess.run(
+                    cmd, capture_output=True, text=True, check=False, env=_child_env(args)
+                )
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
                     return 1
@@ -390,6 +401,12 @@ def main() -> int:
         type=int,
         default=0,
         help="kubetune packed sequence length (default: the one matching the HF steps/epoch)",
+    )
+    parser.add_argument(
+        "--omp-wait-policy",
+        choices=["default", "PASSIVE", "ACTIVE"],
+        default="default",
+        help="OpenMP wait policy of both modes' runs (default: the library's, as in a Job)",
     )
     parser.add_argument(
         "--warmup-rounds",

@@ -1,7 +1,11 @@
 """Process-wide settings: quiet libraries, sane threads, device and precision choice.
 
-`prepare_environment()` must run before torch is imported (OpenMP reads OMP_WAIT_POLICY at
-load time: its default spin-wait slows training 10-20x on a busy 2-core machine).
+`prepare_environment()` must run before torch is imported (OpenMP reads its variables at load
+time). The OpenMP wait policy is left to the environment: the library's default (spin a
+little, then sleep) is the fastest when the trainer has its cores to itself, as in its Job
+(tests/bench/trainer_bench.py); on a machine shared with other busy processes it slows
+training 10-20x, so such machines set OMP_WAIT_POLICY=PASSIVE (the Makefile and the tests do
+on the 2-core development machine, and the local node agent passes it on to its pods).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 QUIET_ENV = {
-    "OMP_WAIT_POLICY": "PASSIVE",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TQDM_DISABLE": "1",
