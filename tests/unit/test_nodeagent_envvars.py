@@ -115,3 +115,11 @@ def test_parse_quantity() -> None:
     assert parse_quantity("2Gi") == 2 * 2**30
     assert parse_quantity("1G") == 1e9
     assert parse_quantity("3") == 3.0
+
+
+def test_host_env_passes_host_quirks_and_makes_openmp_sleep_by_default() -> None:
+    from kubetune_local.nodeagent.pod import host_env
+
+    env = host_env({"LANG": "C.UTF-8", "SECRET_TOKEN": "x", "OPENBLAS_CORETYPE": "haswell"})
+    assert env == {"LANG": "C.UTF-8", "OPENBLAS_CORETYPE": "haswell", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert host_env({"OMP_WAIT_POLICY": "ACTIVE"}) == {"OMP_WAIT_POLICY": "ACTIVE"}

@@ -17,6 +17,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,16 @@ PASSTHROUGH = (
     "TZ",
     "TMPDIR",
 )
+
+
+def host_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The agent's host quirks every container inherits. This node shares its few cores with
+    the control plane: OpenMP threads sleep instead of spinning unless the host says otherwise
+    (spinning slows a trainer 10-20x there; in a real Job the trainer keeps the library's default).
+    """
+    env = {k: environ[k] for k in PASSTHROUGH if k in environ}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
 
 
 def default_argv(image: str, args: list[str], path: str) -> list[str]:
@@ -302,7 +313,7 @@ class PodWorker(threading.Thread):
         return {"KUBETUNE_LOCAL_CLUSTER": self.cfg.cluster_marker, "KUBETUNE_POD_UID": self.uid}
 
     def _base_env(self, path: str) -> dict[str, str]:
-        env = {k: os.environ[k] for k in PASSTHROUGH if k in os.environ}
+        env = host_env(os.environ)
         port = str(self.cfg.api_port)
         env.update(
             {
