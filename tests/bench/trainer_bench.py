@@ -15,7 +15,7 @@ is the same in every run. The eval loss after ~54 steps from a random init varie
 percent from seed to seed, so it is compared as the mean over the rounds' seeds, and the
 per-round differences are printed to show that spread. Throughput: medians, and per round.
 
-    .venv/bin/python tests/bench/trainer_bench.py [--rounds 2] [--epochs 2] [--with-hf-packed]
+    .venv/bin/python tests/bench/trainer_bench.py [--rounds 4] [--epochs 2] [--with-hf-packed]
         [--model DIR] [--warmup-rounds N]
 
 Last line: `throughput_ratio_vs_hf_padded: X.XX` (kubetune / HF padded, medians). Goal: >= 2.0
@@ -387,7 +387,7 @@ def main() -> int:
     parser.add_argument("--child", choices=[*MODES, "hf_packed"], help=argparse.SUPPRESS)
     parser.add_argument("--model", default="", help="model directory (default: build the tiny one)")
     parser.add_argument("--dataset", default="frigo_training.jsonl", help="packaged sample file")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-seq-length", type=int, default=384)
     parser.add_argument("--hf-batch-size", type=int, default=8)
