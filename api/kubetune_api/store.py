@@ -379,9 +379,7 @@ class JobStore:
         except ApiException as exc:
             _raise_for(exc)
             raise
-        rec = record_from_obj(_as_dict(obj))
-        self.cache.upsert(rec)
-        return rec
+        return self._remember(obj)
 
     def request_cancel(self, namespace: str, name: str) -> JobRecord:
         try:
@@ -397,6 +395,11 @@ class JobStore:
         except ApiException as exc:
             _raise_for(exc)
             raise
+        return self._remember(obj)
+
+    def _remember(self, obj: Any) -> JobRecord:
+        """The record of an object the apiserver just returned, in the cache at once (the
+        watch event follows): a read right after a write sees it."""
         rec = record_from_obj(_as_dict(obj))
         self.cache.upsert(rec)
         return rec

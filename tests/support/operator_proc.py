@@ -12,27 +12,15 @@ for lists). Liveness and progress ports are picked free on 127.0.0.1; the log go
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
+from kubetune_local.cluster import free_ports
+
+from support.service_proc import VENV_BIN, ServiceProcess
+
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fake_trainer_command() -> list[str]:
@@ -40,8 +28,15 @@ def fake_trainer_command() -> list[str]:
     return [str(VENV_BIN / "python"), str(FAKE_TRAINER)]
 
 
-class OperatorProcess:
+def _setting(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class OperatorProcess(ServiceProcess):
     """One `kubetune-operator` process (start, stop, kill, restart)."""
+
+    command = "kubetune-operator"
+    env_prefix = "KUBETUNE_"
 
     def __init__(
         self,
@@ -50,10 +45,8 @@ class OperatorProcess:
         log_path: str | Path | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
-        self.kubeconfig = str(kubeconfig)
-        self.liveness_port = free_port()
-        self.progress_port = free_port()
-        self.settings: dict[str, str] = {
+        self.liveness_port, self.progress_port = free_ports(2)
+        defaults: dict[str, str] = {
             "LIVENESS_PORT": str(self.liveness_port),
             "PROGRESS_PORT": str(self.progress_port),
             "PROGRESS_BIND": "127.0.0.1",
@@ -61,109 +54,22 @@ class OperatorProcess:
             "TRAINER_COMMAND": json.dumps(fake_trainer_command()),
             "RESYNC_SECONDS": "10",
         }
-        for key, value in (settings or {}).items():
-            self.settings[key] = value if isinstance(value, str) else json.dumps(value)
-        if log_path is None:
-            fd, name = tempfile.mkstemp(prefix="kubetune-operator-", suffix=".log")
-            os.close(fd)
-            log_path = name
-        self.log_path = Path(log_path)
-        self.startup_timeout = startup_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
+        defaults.update({k: _setting(v) for k, v in (settings or {}).items()})
+        super().__init__(kubeconfig, defaults, log_path, startup_timeout)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.progress_port}"
 
     @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETUNE_")}
-        env["KUBECONFIG"] = self.kubeconfig
-        env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
-        env.update({f"KUBETUNE_{k}": v for k, v in self.settings.items()})
-        return env
-
-    def start(self) -> OperatorProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(VENV_BIN / "kubetune-operator")],
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        self.wait_ready()
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"kubetune-operator exited early:\n{self.log()[-4000:]}")
-            try:
-                url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        tail = self.log()[-4000:]
-        raise RuntimeError(f"kubetune-operator not ready in {self.startup_timeout}s:\n{tail}")
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.liveness_port}/healthz"
 
     def health(self) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(self.ready_url, timeout=2) as resp:
             return dict(json.loads(resp.read()))
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout`; the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL (no clean-up at all), and reap it."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
 
     def restart(self, **settings: Any) -> OperatorProcess:
         self.stop()
-        for key, value in settings.items():
-            self.settings[key] = value if isinstance(value, str) else json.dumps(value)
+        self.settings.update({k: _setting(v) for k, v in settings.items()})
         return self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> OperatorProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None:
-            sys.stderr.write(f"--- operator log ({self.log_path}) ---\n{self.log()[-6000:]}\n")

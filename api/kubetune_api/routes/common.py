@@ -1,13 +1,18 @@
-"""The job-creation flow and event gathering shared by the seed and the OpenAI routes."""
+"""The job-creation, cancel and event-gathering flows shared by the seed and the OpenAI routes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import anyio
+from fastapi import HTTPException
+from kubetune_crd.status import TERMINAL_PHASES
+
 from kubetune_api.auth import Tenant
-from kubetune_api.deps import AppState
+from kubetune_api.deps import AppState, find_job
 from kubetune_api.idempotency import (
     HEADER,
     IdempotencyInfo,
@@ -99,6 +104,19 @@ def submit(
         state.metrics.jobs_created.inc()
     spec = build_spec(req, dataset, settings, created.job_id, model_name_suffix=model_name_suffix)
     return Submitted(created.job_id, start_config(req, spec), created.record, created.replayed)
+
+
+async def request_cancel(
+    state: AppState, tenant: Tenant, job_id: str, describe: Callable[[JobRecord], str]
+) -> tuple[JobRecord, JobRecord]:
+    """Set spec.cancel on the tenant's job (404 if unknown, 409 once it has ended, its status
+    worded by `describe`); the record before and after."""
+    rec = await find_job(state, tenant, job_id)
+    if rec.phase in TERMINAL_PHASES:
+        raise HTTPException(status_code=409, detail=f"job {job_id} already {describe(rec)}")
+    store = state.require_store()
+    updated = await anyio.to_thread.run_sync(store.request_cancel, rec.namespace, rec.name)
+    return rec, updated
 
 
 def _event_time(ev: Any) -> datetime | None:

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from kubetune_crd.status import TERMINAL_PHASES
 
 from kubetune_api.deps import AppState, CurrentTenant, State, find_job, tenant_of
-from kubetune_api.routes.common import gather_events, submit
+from kubetune_api.routes.common import gather_events, request_cancel, submit
 from kubetune_api.schemas import (
     CancelResponse,
     CatalogModelInfo,
@@ -148,11 +147,7 @@ async def jobs(
 )
 async def cancel(job_id: str, state: State, tenant: CurrentTenant) -> CancelResponse:
     """Ask the operator to stop the job (sets spec.cancel); the job ends as `cancelled`."""
-    rec = await find_job(state, tenant, job_id)
-    if rec.phase in TERMINAL_PHASES:
-        raise HTTPException(status_code=409, detail=f"job {job_id} already {rec.seed_status}")
-    store = state.require_store()
-    updated = await anyio.to_thread.run_sync(store.request_cancel, rec.namespace, rec.name)
+    rec, updated = await request_cancel(state, tenant, job_id, lambda r: r.seed_status)
     return CancelResponse(
         job_id=updated.job_id,
         status=updated.seed_status,

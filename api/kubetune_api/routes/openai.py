@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune_api.auth import Tenant
 from kubetune_api.deps import CurrentTenant, State, find_job
-from kubetune_api.routes.common import gather_events, submit
+from kubetune_api.routes.common import gather_events, request_cancel, submit
 from kubetune_api.schemas import StartRequest
 from kubetune_api.service import FieldError
 from kubetune_api.views import JobRecord, parse_time, sort_newest_first
@@ -302,6 +303,20 @@ def _records(state: State, tenant: Tenant) -> list[JobRecord]:
     return sort_newest_first(state.require_store().list_jobs(tenant.namespace))
 
 
+_T = TypeVar("_T")
+
+
+def _page(
+    items: list[_T], id_of: Callable[[_T], str], after: str | None, limit: int
+) -> tuple[list[_T], bool]:
+    """OpenAI's cursor pagination: the items after the one with id `after` (none when that id
+    is unknown), at most `limit` of them, and whether more follow."""
+    if after is not None:
+        ids = [id_of(item) for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    return items[:limit], len(items) > limit
+
+
 @router.get("/jobs", response_model=JobList)
 async def list_jobs(
     state: State,
@@ -315,11 +330,8 @@ async def list_jobs(
         records = await anyio.to_thread.run_sync(_records, state, tenant)
     else:
         records = _records(state, tenant)
-    if after is not None:
-        ids = [r.job_id for r in records]
-        records = records[ids.index(after) + 1 :] if after in ids else []
-    page = records[:limit]
-    return JobList(data=[to_openai(r) for r in page], has_more=len(records) > limit)
+    page, has_more = _page(records, lambda r: r.job_id, after, limit)
+    return JobList(data=[to_openai(r) for r in page], has_more=has_more)
 
 
 @router.get("/jobs/{job_id}", response_model=FineTuningJob)
@@ -329,11 +341,7 @@ async def retrieve_job(job_id: str, state: State, tenant: CurrentTenant) -> Fine
 
 @router.post("/jobs/{job_id}/cancel", response_model=FineTuningJob)
 async def cancel_job(job_id: str, state: State, tenant: CurrentTenant) -> FineTuningJob:
-    rec = await find_job(state, tenant, job_id)
-    if rec.phase in TERMINAL_PHASES:
-        raise HTTPException(status_code=409, detail=f"job {job_id} already {openai_status(rec)}")
-    store = state.require_store()
-    updated = await anyio.to_thread.run_sync(store.request_cancel, rec.namespace, rec.name)
+    _, updated = await request_cancel(state, tenant, job_id, openai_status)
     return to_openai(updated)
 
 
@@ -383,10 +391,8 @@ async def list_events(
             )
         )
     events.reverse()
-    if after is not None:
-        ids = [e.id for e in events]
-        events = events[ids.index(after) + 1 :] if after in ids else []
-    return EventList(data=events[:limit], has_more=len(events) > limit)
+    page, has_more = _page(events, lambda e: e.id, after, limit)
+    return EventList(data=page, has_more=has_more)
 
 
 @router.get("/jobs/{job_id}/checkpoints", response_model=CheckpointList)
@@ -418,13 +424,10 @@ async def list_checkpoints(
                 step_number=step,
             )
         )
-    if after is not None:
-        ids = [c.id for c in data]
-        data = data[ids.index(after) + 1 :] if after in ids else []
-    page = data[:limit]
+    page, has_more = _page(data, lambda c: c.id, after, limit)
     return CheckpointList(
         data=page,
-        has_more=len(data) > limit,
+        has_more=has_more,
         first_id=page[0].id if page else None,
         last_id=page[-1].id if page else None,
     )
