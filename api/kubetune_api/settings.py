@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Where the data PVC is mounted in the trainer pod (hack/notes/DESIGN.md): relative dataset
+# Where the data PVC is mounted in the trainer pod (docs/DESIGN.md): relative dataset
 # paths resolve under it, and absolute paths are accepted only inside it.
 TRAINER_DATA_ROOT = "/var/lib/kubetune/datasets"
 

@@ -8,7 +8,7 @@ Jobs from them and the trainer reads its configuration from them. Field descript
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -114,7 +114,9 @@ class HyperparametersSpec(CamelModel):
     """Training hyperparameters (the seed API's epochs, batch_size, learning_rate and more)."""
 
     epochs: int = Field(default=3, ge=1, le=20, description="Passes over the training data.")
-    batch_size: int = Field(default=4, ge=1, le=16, description="Sequences per device step.")
+    batch_size: int = Field(
+        default=4, ge=1, le=16, description="Sequences per process per micro-step."
+    )
     learning_rate: float = Field(default=2e-5, gt=0.0, le=1.0, description="Peak learning rate.")
     max_seq_length: int = Field(
         default=1024, ge=16, le=131072, description="Tokens per training sequence."
@@ -142,31 +144,55 @@ class HyperparametersSpec(CamelModel):
     )
 
 
-def _no_schema_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
+MAX_NODES = 16
+"""Upper bound of `resources.nodes` (pods of one multi-node run)."""
 
 
 class ResourcesSpec(CamelModel):
-    """Compute the trainer pod asks for."""
+    """Compute the trainer asks for: per node (pod), and how many nodes."""
 
-    gpus: int = Field(
-        default=1,
+    gpus: int | None = Field(
+        default=None,
         ge=0,
         le=64,
-        description="GPU count (0 runs on CPU); unset: the operator's default (1 unless set).",
-        # No default in the CRD: the operator applies its own (KUBETUNE_TRAINER_DEFAULT_GPUS)
-        # to a stored spec without the field; Python readers still see 1.
-        json_schema_extra=_no_schema_default,
+        description=(
+            "GPUs per node; one training process runs on each (0 runs one CPU process). "
+            "Unset: the operator's default (KUBETUNE_TRAINER_DEFAULT_GPUS, 1 unless set)."
+        ),
+    )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_NODES,
+        description=(
+            "Pods (nodes) that train together; more than one needs shared output "
+            "(a ReadWriteMany claim or S3) and Indexed Jobs (Kubernetes 1.21+)."
+        ),
     )
     cpu: str | None = Field(
         default=None,
         pattern=QUANTITY,
-        description="CPU request and limit, e.g. 8 or 4500m; unset: the operator's default.",
+        description="CPU request and limit per node, e.g. 8 or 4500m; unset: the operator default.",
     )
     memory: str | None = Field(
         default=None,
         pattern=QUANTITY,
-        description="Memory request and limit, e.g. 32Gi; unset: the operator's default.",
+        description="Memory request and limit per node, e.g. 32Gi; unset: the operator's default.",
+    )
+
+
+Strategy = Literal["auto", "ddp", "fsdp"]
+
+
+class DistributedSpec(CamelModel):
+    """How several training processes share the work (PyTorch's own engine, via torchrun)."""
+
+    strategy: Strategy = Field(
+        default="auto",
+        description=(
+            "ddp (a full replica per process), fsdp (FSDP2: parameters, gradients and "
+            "optimizer state sharded across processes) or auto (ddp for lora, fsdp for full)."
+        ),
     )
 
 
@@ -273,7 +299,11 @@ class FineTuneJobSpec(CamelModel):
         default_factory=HyperparametersSpec, description="Training hyperparameters."
     )
     resources: ResourcesSpec = Field(
-        default_factory=ResourcesSpec, description="GPUs, CPU and memory for the trainer."
+        default_factory=ResourcesSpec, description="GPUs, nodes, CPU and memory for the trainer."
+    )
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="How the processes of a multi-GPU or multi-node run share the work.",
     )
     scheduling: SchedulingSpec = Field(
         default_factory=SchedulingSpec, description="Node selection, tolerations, priority, queue."

@@ -136,7 +136,17 @@ class FineTuneJobStatus(StatusModel):
     job_name: str | None = Field(default=None, description="The batch/v1 Job running it.")
     start_time: str | None = Field(default=None, description="When the trainer first ran.")
     completion_time: str | None = Field(default=None, description="When it reached an end.")
-    attempts: int = Field(default=0, ge=0, description="Trainer pods started so far.")
+    attempts: int = Field(
+        default=0, ge=0, description="Attempts so far (a multi-node gang restart counts once)."
+    )
+    world_size: int | None = Field(
+        default=None, ge=1, description="Training processes in the run (nodes x per node)."
+    )
+    effective_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequences per optimizer step: batchSize x gradient accumulation x worldSize.",
+    )
     last_pod: str | None = Field(
         default=None,
         description="Trainer pod of the latest attempt (counts attempts whose pod vanished).",

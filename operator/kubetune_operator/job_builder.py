@@ -2,7 +2,7 @@
 
 Nothing here talks to the cluster: the same inputs always give the same Job, which is what
 makes the operator idempotent (the Job is named exactly like the FineTuneJob, so a second
-create is a 409, never a second Job). See hack/notes/DESIGN.md for names and volumes.
+create is a 409, never a second Job). See docs/DESIGN.md for names and volumes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The progress endpoint: trainers POST `Progress` JSON here; it lands in the status in < 10 s.
 
-Why this mechanism (Kubeflow's direction, see hack/notes/DESIGN.md): the alternative, a
+Why this mechanism (Kubeflow's direction, see docs/DESIGN.md): the alternative, a
 trainer ServiceAccount allowed to patch `finetunejobs/status`, would let a trainer rewrite its
 own phase, model and failure (or those of every FineTuneJob in its namespace): RBAC cannot
 narrow a verb to one object created later, nor to one field. Here the trainer pod holds only a
