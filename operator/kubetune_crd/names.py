@@ -208,3 +208,21 @@ def parse_time(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# --- World size and effective batch (the operator's status, the API's echo, the trainer) ------
+
+
+def processes_per_node(gpus: int) -> int:
+    """Training processes in one pod: one per GPU, or one CPU process for `gpus: 0`."""
+    return gpus if gpus > 0 else 1
+
+
+def world_size(nodes: int, gpus: int) -> int:
+    """Training processes in the run: nodes x processes per node."""
+    return nodes * processes_per_node(gpus)
+
+
+def effective_batch_size(batch_size: int, gradient_accumulation_steps: int, world: int) -> int:
+    """Sequences per optimizer step: per-process batch x accumulation steps x world size."""
+    return batch_size * gradient_accumulation_steps * world

@@ -2,11 +2,13 @@
 
 - `podFailurePolicy`: beta and on by default from 1.26 (alpha, off, in 1.25).
 - `suspend`: beta and on by default from 1.22 (alpha in 1.21); Kueue needs it.
+- Indexed Jobs (`completionMode: Indexed`, multi-node runs): beta and on by default from
+  1.22 (alpha, off, in 1.21: the server would drop the field and run an ordinary Job).
 - `ttlSecondsAfterFinished`: on by default from 1.21 (earlier only with the feature gate,
   which the local cluster turns on; an unknown field is dropped, never an error).
 
 Each can be forced on or off with the operator settings (`KUBETUNE_USE_POD_FAILURE_POLICY`,
-`KUBETUNE_USE_SUSPEND`: auto, true or false).
+`KUBETUNE_USE_SUSPEND`, `KUBETUNE_USE_INDEXED_JOBS`: auto, true or false).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ServerCapabilities:
     version: tuple[int, int] = (1, 30)
     pod_failure_policy: bool = True
     suspend: bool = True
+    indexed_jobs: bool = True
     git_version: str = ""
 
     @property
@@ -59,5 +62,6 @@ def capabilities_for(info: dict[str, Any], settings: OperatorSettings) -> Server
         version=version,
         pod_failure_policy=_decide(settings.use_pod_failure_policy, version >= (1, 26)),
         suspend=_decide(settings.use_suspend, version >= (1, 22)),
+        indexed_jobs=_decide(settings.use_indexed_jobs, version >= (1, 22)),
         git_version=str(info.get("gitVersion", "")),
     )

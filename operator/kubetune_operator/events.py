@@ -6,10 +6,11 @@ import logging
 import time
 from typing import Any
 
-from kubetune_crd.resource import API_VERSION, KIND
+from kubetune_crd import names
+from kubetune_crd.resource import API_VERSION, GROUP, KIND
 
 from kubetune_operator.kube import ApiError, KubeClient
-from kubetune_operator.status_derivation import Transition, iso, now_utc
+from kubetune_operator.transitions import Transition
 
 log = logging.getLogger("kubetune.operator.events")
 
@@ -19,7 +20,7 @@ COMPONENT = "kubetune-operator"
 def event_manifest(ftj: dict[str, Any], transition: Transition, instance: str) -> dict[str, Any]:
     """A core/v1 Event about `ftj` (pure, apart from the unique name)."""
     meta = ftj.get("metadata") or {}
-    now = iso(now_utc())
+    now = names.now_rfc3339()
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -42,7 +43,7 @@ def event_manifest(ftj: dict[str, Any], transition: Transition, instance: str) -
         "lastTimestamp": now,
         "count": 1,
         "source": {"component": COMPONENT},
-        "reportingComponent": f"kubetune.io/{COMPONENT}",
+        "reportingComponent": f"{GROUP}/{COMPONENT}",
         "reportingInstance": instance,
     }
 

@@ -1,7 +1,7 @@
 """The kopf handlers: thin. They store what the watches deliver and enqueue the owning key.
 
-All decisions live in `controller.Controller.reconcile` (level-triggered) and the pure
-`job_builder` / `status_derivation` modules. Watches:
+All decisions live in `reconciler.Reconciler.reconcile` (level-triggered) and the pure
+builders and status derivation; `controller.Controller` keeps the cache and the queue. Watches:
 
 - FineTuneJobs (the initial listing at start-up enqueues every object, including those
   created while the operator was down: the "resume" case);
@@ -22,7 +22,8 @@ from typing import Any, cast
 import kopf
 from kubetune_crd.resource import GROUP, PLURAL, VERSION
 
-from kubetune_operator.controller import JOB_SELECTOR, POD_SELECTOR, Controller
+from kubetune_operator.controller import Controller
+from kubetune_operator.informer_cache import JOB_SELECTOR, POD_SELECTOR
 from kubetune_operator.kube import ApiError, KubeClient, load_configuration
 from kubetune_operator.settings import OperatorSettings
 
@@ -75,57 +76,25 @@ async def cleanup(**_: Any) -> None:
 
 @kopf.on.probe(id="controller")
 def probe(**_: Any) -> dict[str, Any]:
-    ctl = controller()
-    return {
-        "finetunejobs": len(ctl.ftjs),
-        "jobs": len(ctl.jobs),
-        "queued": len(ctl.queue),
-        "reconciles": ctl.reconciles,
-        "jobsCreated": ctl.jobs_created,
-        "jobCreateMs": ctl.create_timings.summary(),
-    }
+    return controller().probe()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def finetunejob_event(event: kopf.RawEvent, **_: Any) -> None:
-    ctl = controller()
-    obj = _obj(event)
-    if event["type"] == "DELETED":
-        ctl.store_ftj(obj, deleted=True)
-        return
-    key, changed = ctl.observe_ftj(obj)
-    if changed:
-        ctl.queue.add(key, urgent=ctl.needs_job(key))
+    controller().ftj_event(_obj(event), deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event("batch", "v1", "jobs")
 async def job_event(event: kopf.RawEvent, **_: Any) -> None:
-    ctl = controller()
-    key = ctl.store_job(_obj(event), deleted=event["type"] == "DELETED")
-    if key is not None:
-        ctl.queue.add_soon(key, ctl.settings.batch_seconds)
+    controller().job_event(_obj(event), deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event("v1", "pods")
 async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    ctl = controller()
-    obj = _obj(event)
-    key = ctl.store_pod(obj, deleted=event["type"] == "DELETED")
-    if key is None:
-        return
-    if (obj.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
-        # An ended attempt decides the outcome (a bad-input exit must stop the Job before the
-        # Job controller retries on servers without podFailurePolicy): no batching delay.
-        ctl.queue.add(key, urgent=True)
-    else:
-        ctl.queue.add_soon(key, ctl.settings.batch_seconds)
+    controller().pod_event(_obj(event), deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event("v1", "events")
 async def warning_event(event: kopf.RawEvent, **_: Any) -> None:
-    if event["type"] == "DELETED":
-        return
-    ctl = controller()
-    key = ctl.store_event(_obj(event))
-    if key is not None:
-        ctl.queue.add_soon(key, ctl.settings.batch_seconds)
+    if event["type"] != "DELETED":
+        controller().warning_event(_obj(event))

@@ -1,9 +1,10 @@
 """A small asyncio Kubernetes API client (aiohttp, JSON in and out).
 
-kopf watches; this client writes (Jobs, FineTuneJob status, Events, TokenReviews). The
-official `kubernetes` package is used only to load credentials (in-cluster service account
-or kubeconfig). Its synchronous client would need a thread per call and deserialises into
-slow model objects; the operator creates hundreds of Jobs at once, so it speaks plain JSON.
+kopf watches; this client writes (Jobs, Services, NetworkPolicies, FineTuneJob status, Events,
+TokenReviews) and reads a claim's access modes. The official `kubernetes` package is used
+only to load credentials (in-cluster service account or kubeconfig). Its synchronous client
+would need a thread per call and deserialises into slow model objects; the operator creates
+hundreds of Jobs at once, so it speaks plain JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubetune_crd.resource import GROUP, PLURAL, VERSION
 
 Obj = dict[str, Any]
 log = logging.getLogger("kubetune.operator.kube")
@@ -136,10 +138,24 @@ def job_path(namespace: str, name: str | None = None) -> str:
 
 
 def ftj_path(namespace: str, name: str, subresource: str | None = None) -> str:
-    path = f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/finetunejobs/{name}"
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
     return f"{path}/{subresource}" if subresource else path
 
 
 def pod_path(namespace: str, name: str | None = None) -> str:
     base = f"/api/v1/namespaces/{namespace}/pods"
     return f"{base}/{name}" if name else base
+
+
+def service_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{namespace}/services"
+    return f"{base}/{name}" if name else base
+
+
+def network_policy_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+    return f"{base}/{name}" if name else base
+
+
+def pvc_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"

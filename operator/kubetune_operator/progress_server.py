@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from kubetune_crd import names
 from kubetune_crd.status import Progress
 from kubetune_crd.trainer_contract import PROGRESS_AUDIENCE
 from pydantic import ValidationError
 
 from kubetune_operator.kube import ApiError, KubeClient
-from kubetune_operator.status_derivation import iso, now_utc
 
 log = logging.getLogger("kubetune.operator.progress")
 
@@ -196,7 +196,7 @@ class ProgressServer:
         except (ValueError, ValidationError) as exc:
             return web.json_response({"error": f"invalid progress: {exc}"[:500]}, status=400)
         if progress.updated_at is None:
-            progress = progress.model_copy(update={"updated_at": iso(now_utc())})
+            progress = progress.model_copy(update={"updated_at": names.now_rfc3339()})
         self.accepted += 1
         self.submit(namespace, name, progress)
         return web.json_response({"accepted": True}, status=202)

@@ -39,6 +39,25 @@ NAMESPACED_RULES: list[Rule] = [
         "verbs": ["get", "list", "watch"],
     },
     {
+        # a multi-node run: check its claims can be shared (access modes) before creating it
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "verbs": ["get"],
+    },
+    {
+        # a multi-node run's headless Service: create it, adopt it after a 409, delete it
+        # once the run ended
+        "apiGroups": [""],
+        "resources": ["services"],
+        "verbs": ["get", "create", "delete"],
+    },
+    {
+        # a multi-node run's NetworkPolicy (its pods reach each other): likewise
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "delete"],
+    },
+    {
         # read Warning events (FailedScheduling, FailedCreate); write Events on transitions
         "apiGroups": [""],
         "resources": ["events"],

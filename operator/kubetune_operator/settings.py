@@ -136,6 +136,20 @@ class OperatorSettings(BaseSettings):
         default="auto", description="podFailurePolicy: auto = server >= 1.26."
     )
     use_suspend: Toggle = Field(default="auto", description="Job suspend for Kueue: auto >= 1.22.")
+    use_indexed_jobs: Toggle = Field(
+        default="auto",
+        description=(
+            "Indexed Jobs for multi-node runs: auto = server >= 1.22 (in 1.21 only behind "
+            "the IndexedJob alpha gate); without them a multi-node FineTuneJob is refused."
+        ),
+    )
+    gang_network_policy: bool = Field(
+        default=False,
+        description=(
+            "Give each multi-node run a NetworkPolicy letting its pods reach each other (set "
+            "where a NetworkPolicy isolates trainer pods, as the chart's does)."
+        ),
+    )
 
     # --- the controller ------------------------------------------------------------------
     namespaces: list[str] = Field(
@@ -163,12 +177,6 @@ class OperatorSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     reporting_instance: str = Field(
         default="kubetune-operator", description="reportingInstance of Events."
-    )
-
-    # --- tests only ----------------------------------------------------------------------
-    crash_after_job_create: bool = Field(
-        default=False,
-        description="TESTS ONLY: SIGKILL the operator right after it created a Job.",
     )
 
     @field_validator(

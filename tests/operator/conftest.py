@@ -7,12 +7,13 @@ Each test gets its own namespace (tests/conftest.py), the two PVCs the trainer m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.workspace import create_claims, install_crd
+from operator_cluster_helpers import Ftj
 from support.operator_proc import OperatorProcess
 
 
@@ -53,3 +54,13 @@ def batch(k8s_api: client.ApiClient) -> client.BatchV1Api:
 @pytest.fixture
 def core(k8s_api: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(k8s_api)
+
+
+@pytest.fixture
+def ftj_factory(
+    custom: client.CustomObjectsApi,
+    batch: client.BatchV1Api,
+    core: client.CoreV1Api,
+    ftj_namespace: str,
+) -> Callable[[str], Ftj]:
+    return lambda name: Ftj(custom, batch, core, ftj_namespace, name)

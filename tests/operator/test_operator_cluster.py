@@ -5,118 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.testing import wait_for
+from operator_cluster_helpers import GROUP, PLURAL, VERSION, Ftj, kubectl, manifest
 from support.operator_proc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-T = TypeVar("T")
-
-
-def manifest(
-    name: str, url: str = "data/fake_steps-3_interval-0.3.csv", **spec: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name},
-        "spec": {"model": "tiny", "dataset": {"url": url}, "resources": {"gpus": 1}, **spec},
-    }
-
-
-def kubectl(
-    cluster: LocalCluster, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["kubectl", *args],
-        input=stdin,
-        env={**os.environ, **cluster.env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-class Ftj:
-    """Reads one FineTuneJob and what belongs to it."""
-
-    def __init__(
-        self,
-        custom: client.CustomObjectsApi,
-        batch: client.BatchV1Api,
-        core: client.CoreV1Api,
-        namespace: str,
-        name: str,
-    ) -> None:
-        self.custom, self.batch, self.core = custom, batch, core
-        self.namespace, self.name = namespace, name
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, body
-            )
-        )
-
-    def get(self) -> dict[str, Any]:
-        return dict(
-            self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, self.name
-            )
-        )
-
-    def status(self) -> dict[str, Any]:
-        return dict(self.get().get("status") or {})
-
-    def phase(self) -> str | None:
-        return self.status().get("phase")
-
-    def wait_phase(self, phase: str, timeout: float = 60) -> dict[str, Any]:
-        return wait_for(
-            lambda: self.status() if self.phase() == phase else None,
-            timeout,
-            f"{self.name} to be {phase} (now {self.status()})",
-        )
-
-    def jobs(self) -> list[Any]:
-        return list(
-            self.batch.list_namespaced_job(
-                self.namespace, label_selector=f"kubetune.io/finetunejob={self.name}"
-            ).items
-        )
-
-    def pods(self) -> list[Any]:
-        return list(
-            self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"kubetune.io/finetunejob={self.name}"
-            ).items
-        )
-
-    def events(self) -> list[tuple[str, str]]:
-        items = self.core.list_namespaced_event(
-            self.namespace,
-            field_selector=f"involvedObject.name={self.name},involvedObject.kind=FineTuneJob",
-        ).items
-        return [(e.type, e.reason) for e in items]
-
-
-@pytest.fixture
-def ftj_factory(
-    custom: client.CustomObjectsApi,
-    batch: client.BatchV1Api,
-    core: client.CoreV1Api,
-    ftj_namespace: str,
-) -> Callable[[str], Ftj]:
-    return lambda name: Ftj(custom, batch, core, ftj_namespace, name)
+CRASH_HOOK = Path(__file__).with_name("crash_hook")
 
 
 def test_kubectl_apply_runs_to_success(
@@ -284,12 +187,30 @@ def test_delete_removes_job_and_pods(
     wait_for(lambda: not ftj.jobs() and not ftj.pods(), 60, "garbage collection of Job and pods")
 
 
+class CrashingOperator(OperatorProcess):
+    """The real operator, SIGKILLed right after its first Job create call returns.
+
+    While `crash` is set, the process starts with tests/operator/crash_hook first on its
+    PYTHONPATH, whose `sitecustomize` wraps the client's POST (see that module).
+    """
+
+    crash = True
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.crash:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(CRASH_HOOK), env.get("PYTHONPATH")) if p
+            )
+        return env
+
+
 def test_sigkill_right_after_job_create_leaves_exactly_one_job(
     cluster: LocalCluster, ftj_namespace: str, ftj_factory: Callable[[str], Ftj], tmp_path: Any
 ) -> None:
-    op = OperatorProcess(
+    op = CrashingOperator(
         cluster.kubeconfig,
-        settings={"NAMESPACES": [ftj_namespace], "CRASH_AFTER_JOB_CREATE": "true"},
+        settings={"NAMESPACES": [ftj_namespace]},
         log_path=tmp_path / "operator.log",
     )
     first = ftj_factory("crashy")
@@ -301,7 +222,7 @@ def test_sigkill_right_after_job_create_leaves_exactly_one_job(
         # created while the operator is down: handled at start-up
         second = ftj_factory("while-down")
         second.create(manifest("while-down"))
-        op.settings["CRASH_AFTER_JOB_CREATE"] = "false"
+        op.crash = False
         op.start()
         first.wait_phase("Succeeded", 60)
         second.wait_phase("Succeeded", 60)

@@ -15,7 +15,8 @@ from kubetune_crd.catalog import load_catalog
 from kubetune_crd.resource import FineTuneJob
 from kubetune_crd.trainer_contract import TrainerRunConfig
 from kubetune_operator.capabilities import ServerCapabilities, capabilities_for, parse_version
-from kubetune_operator.job_builder import build_job, default_model_name, plan_for
+from kubetune_operator.job_builder import build_job
+from kubetune_operator.run_plan import plan_for
 from kubetune_operator.settings import OperatorSettings
 
 CURRENT = ServerCapabilities(version=(1, 30), pod_failure_policy=True, suspend=True)
@@ -254,7 +255,8 @@ def test_run_config_and_volumes_for_default_pvc_output() -> None:
     cfg = run_config(job)
     assert cfg.base_model == "/var/lib/kubetune/models/base/kubetune-tiny"
     assert cfg.base_model_alias == "tiny"
-    assert cfg.model_name == "tiny-finetuned-ft-20240115-103045-abc123"
+    # an API-style name: the original API's tail (kubetune_crd.names.default_model_name)
+    assert cfg.model_name == "tiny-finetuned-20240115_103045-abc123"
     assert cfg.output_dir == "/var/lib/kubetune/models/models"
     assert cfg.data_root == "/var/lib/kubetune/datasets"
     assert cfg.checkpoint_dir == (
@@ -274,10 +276,11 @@ def test_run_config_and_volumes_for_default_pvc_output() -> None:
     mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
     assert mounts["data"]["readOnly"] is True
     plan = plan_for(ftj(), OperatorSettings(), load_catalog(), None)
-    assert plan.expected_model.path == "models/tiny-finetuned-ft-20240115-103045-abc123"
+    assert plan.expected_model.path == "models/tiny-finetuned-20240115_103045-abc123"
     assert plan.expected_model.uri == (
-        "pvc://kubetune-models/models/tiny-finetuned-ft-20240115-103045-abc123"
+        "pvc://kubetune-models/models/tiny-finetuned-20240115_103045-abc123"
     )
+    assert plan.expected_model.format == "peft-lora"
 
 
 def test_no_progress_url_means_no_token_at_all() -> None:
@@ -345,9 +348,13 @@ def test_capabilities_from_version() -> None:
 
 
 def test_model_names() -> None:
-    assert default_model_name("microsoft/phi-2", None, "j") == "phi-2-finetuned-j"
-    assert default_model_name("microsoft/phi-2", "phi2", "j") == "phi2-finetuned-j"
-    assert default_model_name("org/m@rev:x", None, "j") == "m-rev-x-finetuned-j"
+    def model_name(model: str) -> str:
+        plan = plan_for(ftj({"model": model}, name="j"), OperatorSettings(), load_catalog(), None)
+        return plan.run_config.model_name
+
+    assert model_name("microsoft/phi-2") == "phi-2-finetuned-j"
+    assert model_name("phi") == "phi-finetuned-j"  # a catalog alias names the model
+    assert model_name("org/m@rev:x") == "m-rev-x-finetuned-j"
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,12 +8,10 @@ from typing import Any
 
 from kubetune_crd.resource import FineTuneJob
 from kubetune_crd.status import ModelInfo, Progress
-from kubetune_operator.status_derivation import (
-    CreateError,
-    classify_pod_failure,
-    derive_status,
-    merge_patch,
-)
+from kubetune_operator.create_error import CreateError
+from kubetune_operator.failure_classification import classify_pod_failure
+from kubetune_operator.status_derivation import derive_status
+from kubetune_operator.status_patch import merge_patch
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 EXPECTED = ModelInfo(

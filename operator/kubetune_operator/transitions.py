@@ -1,0 +1,57 @@
+"""Which status changes deserve a Kubernetes Event on the FineTuneJob (one per transition).
+
+`kubectl describe ftj` shows them: JobCreated, each Pending reason as it changes (Warnings
+for Unschedulable, ImagePull, WaitingForRetry), Running (again on each new attempt) and
+the final phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kubetune_crd.status import FineTuneJobStatus
+
+WARNING_PENDING_REASONS = ("Unschedulable", "ImagePull", "WaitingForRetry")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change worth a Kubernetes Event on the FineTuneJob."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transition]:
+    """The Events a change from `prev` to `new` deserves (one per transition)."""
+    out: list[Transition] = []
+    if new.job_name and not prev.job_name:
+        out.append(Transition("Normal", "JobCreated", f"created Job {new.job_name}"))
+    if new.phase == prev.phase and new.phase != "Pending":
+        if new.phase == "Running" and new.attempts > prev.attempts:
+            out.append(Transition("Normal", "Running", new.message or "trainer running"))
+        return out
+    phase_event = _phase_event(prev, new)
+    if phase_event is not None:
+        out.append(phase_event)
+    return out
+
+
+def _phase_event(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> Transition | None:
+    if new.phase == "Pending" and new.pending is not None:
+        old_reason = prev.pending.reason if prev.pending else None
+        if prev.phase == "Pending" and old_reason == new.pending.reason:
+            return None
+        warn = new.pending.reason in WARNING_PENDING_REASONS
+        return Transition("Warning" if warn else "Normal", new.pending.reason, new.pending.message)
+    if new.phase == "Running":
+        return Transition("Normal", "Running", new.message or "trainer running")
+    if new.phase == "Succeeded":
+        return Transition("Normal", "Succeeded", new.message or "succeeded")
+    if new.phase == "Failed" and new.failure is not None:
+        return Transition("Warning", new.failure.reason, new.failure.message)
+    if new.phase == "Cancelled":
+        return Transition("Normal", "Cancelled", new.message or "cancelled")
+    return None
