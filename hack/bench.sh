@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 status=0
-for bench in trainer_bench operator_bench api_bench; do
+for bench in trainer_bench scaling_bench operator_bench api_bench; do
   echo "=== tests/bench/$bench.py (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   "$PY" "tests/bench/$bench.py" || status=$?
 done

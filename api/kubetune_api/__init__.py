@@ -1,1 +1,1 @@
-"""The kubetune HTTP API: the seed's fine-tuning endpoints on top of FineTuneJob resources."""
+"""The kubetune HTTP API: the original fine-tuning endpoints on top of FineTuneJob resources."""

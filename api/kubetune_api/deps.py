@@ -6,16 +6,15 @@ import concurrent.futures
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import anyio
 from fastapi import Depends, HTTPException, Request
 from kubetune_crd.catalog import Catalog
+from kubetune_crd.names import job_id_to_name
 
 from kubetune_api.auth import KeyRing, Tenant, bearer_token
-from kubetune_api.job_ids import job_id_to_name
 from kubetune_api.metrics import Metrics
 from kubetune_api.service import Resolver
 from kubetune_api.settings import Settings
-from kubetune_api.store import JobStore
+from kubetune_api.store.cluster import ClusterStore
 from kubetune_api.validation import resolve_host
 from kubetune_api.views import JobRecord
 
@@ -41,7 +40,7 @@ class AppState:
     catalog: Catalog
     metrics: Metrics
     resolver: Resolver
-    store: JobStore | None = None
+    store: ClusterStore | None = None
     keyring: KeyRing | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -50,7 +49,7 @@ class AppState:
         """Every request's tenant when authentication is off."""
         return Tenant(namespace=self.settings.namespace)
 
-    def require_store(self) -> JobStore:
+    def require_store(self) -> ClusterStore:
         if self.store is None:
             raise HTTPException(status_code=503, detail="not connected to the cluster yet")
         return self.store
@@ -96,12 +95,7 @@ async def find_job(state: AppState, tenant: Tenant, job_id: str) -> JobRecord:
     """The tenant's job with that id, or 404 (also for another tenant's job)."""
     store = state.require_store()
     name = job_id_to_name(job_id)
-    rec: JobRecord | None = None
-    if name is not None:
-        if store.read_mode == "direct":
-            rec = await anyio.to_thread.run_sync(store.get, tenant.namespace, name)
-        else:
-            rec = store.get(tenant.namespace, name)
+    rec = await store.jobs.find(tenant.namespace, name) if name is not None else None
     if rec is None:
         raise HTTPException(status_code=404, detail=f"job {job_id} not found")
     return rec

@@ -23,15 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubetune_api.job_ids import job_id_to_name, new_job_id
-from kubetune_api.store import ConflictError
+from kubetune_crd.names import CREATED_BY_API, LABEL_MANAGED_BY, job_id_to_name, new_job_id
+
+from kubetune_api.store.errors import ConflictError
 from kubetune_api.views import JobRecord
 
 HEADER = "Idempotency-Key"
-MAX_KEY_LENGTH = 255
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 CLAIM_PREFIX = "kubetune-idem-"
-CLAIM_LABELS = {"app.kubernetes.io/managed-by": "kubetune-api", "kubetune.io/idempotency": "claim"}
+LABEL_CLAIM = "kubetune.io/idempotency"
+"""Marks the API's claim ConfigMaps (read by nothing but the API)."""
+CLAIM_LABELS = {LABEL_MANAGED_BY: CREATED_BY_API, LABEL_CLAIM: "claim"}
 
 
 class IdempotencyMismatchError(Exception):
@@ -81,24 +83,27 @@ class IdempotencyInfo:
         )
 
 
-class Store(Protocol):
-    """What the create flow needs from the store (JobStore, or a fake in unit tests)."""
+class Jobs(Protocol):
+    """What the create flow needs of the FineTuneJobs (store.finetunejobs, or a unit test's
+    fake)."""
 
     def create(self, namespace: str, body: dict[str, Any]) -> JobRecord: ...
 
     def get_direct(self, namespace: str, name: str) -> JobRecord | None: ...
 
-    def create_claim(
+    def by_idempotency(self, namespace: str, key_hash: str) -> JobRecord | None: ...
+
+
+class Claims(Protocol):
+    """What the create flow needs of the claim ConfigMaps (store.claims, or a fake)."""
+
+    def create(
         self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
     ) -> None: ...
 
-    def read_claim(self, namespace: str, name: str) -> dict[str, str]: ...
+    def read(self, namespace: str, name: str) -> dict[str, str]: ...
 
-    def own_claim(self, namespace: str, name: str, owner: JobRecord) -> None: ...
-
-
-class Cache(Protocol):
-    def by_idempotency(self, namespace: str, key_hash: str) -> JobRecord | None: ...
+    def own(self, namespace: str, name: str, owner: JobRecord) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,8 @@ BuildBody = Callable[[str], dict[str, Any]]
 
 
 def create_job(
-    store: Store,
-    cache: Cache,
+    jobs: Jobs,
+    claims: Claims,
     namespace: str,
     build: BuildBody,
     idem: IdempotencyInfo | None,
@@ -123,43 +128,47 @@ def create_job(
 ) -> Created:
     """Create the FineTuneJob (or find the one this idempotency key already made)."""
     if idem is None:
-        for _ in range(5):
-            job_id = make_id()
-            try:
-                return Created(job_id, store.create(namespace, build(job_id)), replayed=False)
-            except ConflictError:
-                continue  # a random-suffix collision: draw another id
-        raise ConflictError("could not find a free job id")
+        return _create_with_fresh_id(jobs, namespace, build, make_id)
 
-    existing = cache.by_idempotency(namespace, idem.key_hash)
+    existing = jobs.by_idempotency(namespace, idem.key_hash)
     if existing is not None:
         if existing.request_hash != idem.request_hash:
             raise IdempotencyMismatchError(existing.job_id)
         return Created(existing.job_id, existing, replayed=True)
 
-    job_id = make_id()
-    replayed = False
-    try:
-        store.create_claim(
-            namespace,
-            idem.claim,
-            {"jobId": job_id, "requestHash": idem.request_hash, "idempotencyKey": idem.key},
-            CLAIM_LABELS,
-        )
-    except ConflictError:
-        claim = store.read_claim(namespace, idem.claim)
-        if claim.get("requestHash") != idem.request_hash:
-            raise IdempotencyMismatchError(claim.get("jobId", "")) from None
-        job_id = claim.get("jobId") or job_id
-        replayed = True
-
+    job_id, replayed = _claim(claims, namespace, idem, make_id())
     name = job_id_to_name(job_id)
     record: JobRecord | None
     try:
-        record = store.create(namespace, build(job_id))
+        record = jobs.create(namespace, build(job_id))
     except ConflictError:
         # Created by the concurrent twin (or before a restart): it is the same job.
-        record = store.get_direct(namespace, name) if name else None
+        record = jobs.get_direct(namespace, name) if name else None
         return Created(job_id, record, replayed=True)
-    store.own_claim(namespace, idem.claim, record)
+    claims.own(namespace, idem.claim, record)
     return Created(job_id, record, replayed=replayed)
+
+
+def _create_with_fresh_id(
+    jobs: Jobs, namespace: str, build: BuildBody, make_id: Callable[[], str]
+) -> Created:
+    for _ in range(5):
+        job_id = make_id()
+        try:
+            return Created(job_id, jobs.create(namespace, build(job_id)), replayed=False)
+        except ConflictError:
+            continue  # a random-suffix collision: draw another id
+    raise ConflictError("could not find a free job id")
+
+
+def _claim(claims: Claims, namespace: str, idem: IdempotencyInfo, job_id: str) -> tuple[str, bool]:
+    """Claim the key for `job_id`; when it was claimed before, the claimed id (replayed)."""
+    data = {"jobId": job_id, "requestHash": idem.request_hash, "idempotencyKey": idem.key}
+    try:
+        claims.create(namespace, idem.claim, data, CLAIM_LABELS)
+    except ConflictError:
+        claim = claims.read(namespace, idem.claim)
+        if claim.get("requestHash") != idem.request_hash:
+            raise IdempotencyMismatchError(claim.get("jobId", "")) from None
+        return claim.get("jobId") or job_id, True
+    return job_id, False

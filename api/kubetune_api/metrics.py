@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from collections import Counter as TallyCounter
 from collections.abc import Callable, Iterator
+from typing import get_args
 
+from kubetune_crd.status import Phase
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from kubetune_api.store import JobStore
+from kubetune_api.store.cluster import ClusterStore
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
+PHASES: tuple[str, ...] = get_args(Phase)
 
 
 class _StoreCollector(Collector):
     """Reads jobs by phase and cache state from the store at scrape time."""
 
-    def __init__(self, store: Callable[[], JobStore | None]) -> None:
+    def __init__(self, store: Callable[[], ClusterStore | None]) -> None:
         self._store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -30,18 +32,18 @@ class _StoreCollector(Collector):
             "kubetune_api_watch_restarts", "Watch interruptions resumed since start"
         )
         if store is not None:
-            tally = TallyCounter(rec.phase or "Pending" for rec in store.cache.all())
+            tally = TallyCounter(rec.phase or "Pending" for rec in store.jobs.cache.all())
             for phase in PHASES:
                 jobs.add_metric([phase], tally.get(phase, 0))
-            synced.add_metric([], 1.0 if store.synced() else 0.0)
-            restarts.add_metric([], sum(i.restarts for i in store.informers))
+            synced.add_metric([], 1.0 if store.jobs.synced() else 0.0)
+            restarts.add_metric([], store.jobs.watch_restarts())
         yield jobs
         yield synced
         yield restarts
 
 
 class Metrics:
-    def __init__(self, store: Callable[[], JobStore | None]) -> None:
+    def __init__(self, store: Callable[[], ClusterStore | None]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "kubetune_api_requests",

@@ -1,175 +1,17 @@
-"""Request and response bodies of `/api/finetune/*` (the seed's shapes, plus richer options).
+"""Response bodies of `/api/finetune/*` (the original API's shapes, plus richer details).
 
-Request fields mirror the FineTuneJob spec's fields (same defaults, ranges and patterns, read
-from `kubetune_crd` rather than restated), so the API and the CRD cannot drift. Nested option
-groups reuse the spec's own models (`lora`, `resources`, `scheduling`, `checkpoint`); they
-accept snake_case or camelCase keys. Unknown fields are rejected (422 naming the field).
+The request (`request_fields.StartRequest`) and its `config` echo (`echo.StartConfig`) are
+generated from the FineTuneJob contract; the answers here are the API's own.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from kubetune_crd.spec import (
-    DNS_LABEL,
-    S3_URI,
-    CheckpointSpec,
-    DatasetFormat,
-    DatasetSpec,
-    FineTuneJobSpec,
-    HyperparametersSpec,
-    LoraSpec,
-    Method,
-    MethodSpec,
-    OutputSpec,
-    ResourcesSpec,
-    SchedulingSpec,
-)
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, Field
 
-_CONSTRAINTS = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern", "multiple_of")
-
-
-def mirror(
-    model: type[BaseModel], name: str, *, required: bool = False, pattern: bool = True
-) -> Any:
-    """A Field with the spec field's default, description and constraints."""
-    info: FieldInfo = model.model_fields[name]
-    kwargs: dict[str, Any] = {}
-    for meta in info.metadata:
-        for attr in _CONSTRAINTS:
-            value = getattr(meta, attr, None)
-            if value is not None and (pattern or attr != "pattern"):
-                kwargs[attr] = value
-    if required:
-        return Field(..., description=info.description, **kwargs)
-    default = info.get_default(call_default_factory=True)
-    return Field(default=default, description=info.description, **kwargs)
-
-
-class StrictModel(BaseModel):
-    """Unknown fields are an error, never silently dropped."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class StartRequest(StrictModel):
-    """`POST /api/finetune/start`: the seed's five fields, then the resource's options."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "examples": [{"model": "tiny", "dataset_url": "data/frigo_training.csv"}]
-        },
-    )
-
-    # The seed's fields
-    model: str = mirror(FineTuneJobSpec, "model", required=True)
-    dataset_url: str = mirror(DatasetSpec, "url", required=True, pattern=False)
-    epochs: int = mirror(HyperparametersSpec, "epochs")
-    batch_size: int = mirror(HyperparametersSpec, "batch_size")
-    learning_rate: float = mirror(HyperparametersSpec, "learning_rate")
-
-    # Dataset
-    dataset_format: DatasetFormat = mirror(DatasetSpec, "format")
-    text_column: str = mirror(DatasetSpec, "text_column")
-    prompt_column: str = mirror(DatasetSpec, "prompt_column")
-    completion_column: str = mirror(DatasetSpec, "completion_column")
-    messages_column: str = mirror(DatasetSpec, "messages_column")
-    validation_split: float = mirror(DatasetSpec, "validation_split")
-    dataset_credentials_secret: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=DNS_LABEL,
-        description="Secret (in your namespace) with S3 credentials for an s3:// dataset.",
-    )
-
-    # Method
-    method: Method = mirror(MethodSpec, "type")
-    lora: LoraSpec | None = Field(default=None, description="LoRA settings (method lora).")
-    merge_adapter: bool = mirror(MethodSpec, "merge_adapter")
-
-    # More hyperparameters
-    max_seq_length: int = mirror(HyperparametersSpec, "max_seq_length")
-    gradient_accumulation_steps: int = mirror(HyperparametersSpec, "gradient_accumulation_steps")
-    warmup_ratio: float = mirror(HyperparametersSpec, "warmup_ratio")
-    weight_decay: float = mirror(HyperparametersSpec, "weight_decay")
-    seed: int = mirror(HyperparametersSpec, "seed")
-    packing: bool = mirror(HyperparametersSpec, "packing")
-    gradient_checkpointing: bool = mirror(HyperparametersSpec, "gradient_checkpointing")
-    max_steps: int | None = mirror(HyperparametersSpec, "max_steps")
-    logging_steps: int = mirror(HyperparametersSpec, "logging_steps")
-
-    # Compute, scheduling, checkpoints, limits
-    resources: ResourcesSpec | None = Field(default=None, description="GPUs, CPU, memory.")
-    scheduling: SchedulingSpec | None = Field(default=None, description="Node placement.")
-    checkpoint: CheckpointSpec | None = Field(default=None, description="Checkpointing.")
-    deadline_seconds: int = mirror(FineTuneJobSpec, "deadline_seconds")
-    max_retries: int = mirror(FineTuneJobSpec, "max_retries")
-
-    # Output
-    model_name: str | None = mirror(OutputSpec, "model_name")
-    output_s3_uri: str | None = Field(
-        default=None,
-        pattern=S3_URI,
-        max_length=1024,
-        description="Store the model under this s3://bucket/prefix instead of the models PVC.",
-    )
-    output_s3_credentials_secret: str | None = Field(
-        default=None,
-        pattern=DNS_LABEL,
-        max_length=253,
-        description="Secret with the S3 credentials for the output.",
-    )
-    output_s3_region: str | None = Field(default=None, max_length=64, description="Bucket region.")
-
-
-class LoraConfig(BaseModel):
-    r: int
-    alpha: int
-    dropout: float
-    target_modules: list[str]
-
-
-class ResourcesConfig(BaseModel):
-    gpus: int
-    cpu: str | None
-    memory: str | None
-
-
-class OutputConfig(BaseModel):
-    model_name: str | None
-    path: str | None = Field(description="models/<name> on the models PVC (PVC output).")
-    uri: str | None = Field(description="s3://... (S3 output).")
-
-
-class StartConfig(BaseModel):
-    """The seed's `config` (model, dataset, epochs, batch_size, learning_rate), every default
-    filled in, followed by the other options as stored."""
-
-    model: str
-    dataset: str
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    dataset_format: str
-    validation_split: float
-    method: str
-    lora: LoraConfig | None
-    merge_adapter: bool
-    max_seq_length: int
-    gradient_accumulation_steps: int
-    warmup_ratio: float
-    weight_decay: float
-    seed: int
-    packing: bool
-    max_steps: int | None
-    resources: ResourcesConfig
-    deadline_seconds: int
-    max_retries: int
-    output: OutputConfig
+from kubetune_api.echo import StartConfig
+from kubetune_api.request_fields import ORIGINAL_HYPERPARAMETERS, StartRequest, constraints
 
 
 class StartResponse(BaseModel):
@@ -179,14 +21,14 @@ class StartResponse(BaseModel):
     config: StartConfig
 
 
-SeedStatus = Literal["pending", "queued", "running", "completed", "failed", "cancelled"]
+OriginalStatus = Literal["pending", "queued", "running", "completed", "failed", "cancelled"]
 
 
 class JobStatus(BaseModel):
-    """`GET /api/finetune/status/{job_id}`: the seed's four fields first."""
+    """`GET /api/finetune/status/{job_id}`: the original API's four fields first."""
 
     job_id: str
-    status: SeedStatus
+    status: OriginalStatus
     progress: float = Field(ge=0.0, le=1.0)
     model_path: str | None
     model: str | None = Field(default=None, description="The model asked for (alias).")
@@ -198,6 +40,14 @@ class JobStatus(BaseModel):
     epoch: float | None = None
     loss: float | None = None
     eta_seconds: float | None = None
+    world_size: int | None = Field(
+        default=None, description="Training processes in the run (once the operator knows)."
+    )
+    effective_batch_size: int | None = Field(
+        default=None,
+        description="Sequences per optimizer step: batch_size x gradient_accumulation_steps x "
+        "world_size.",
+    )
     pending_reason: str | None = None
     pending_message: str | None = None
     failure_reason: str | None = None
@@ -232,11 +82,13 @@ class JobsResponse(BaseModel):
 
 class CancelResponse(BaseModel):
     job_id: str
-    status: SeedStatus
+    status: OriginalStatus
     message: str
 
 
-class JobEvent(BaseModel):
+class JobEventEntry(BaseModel):
+    """One Kubernetes event or status transition of a job."""
+
     time: str | None
     type: str
     reason: str
@@ -247,7 +99,7 @@ class JobEvent(BaseModel):
 
 class EventsResponse(BaseModel):
     job_id: str
-    events: list[JobEvent]
+    events: list[JobEventEntry]
 
 
 class ParameterInfo(BaseModel):
@@ -272,26 +124,21 @@ class InfoResponse(BaseModel):
     models: dict[str, CatalogModelInfo]
 
 
-class Problem(BaseModel):
-    detail: str
-
-
 def parameter_ranges() -> dict[str, ParameterInfo]:
-    """The seed's parameter table, read from the request model's constraints."""
+    """The original API's parameter table, read from the request model's constraints."""
     out: dict[str, ParameterInfo] = {}
-    for name in ("model", "dataset_url", "epochs", "batch_size", "learning_rate"):
+    for name in ("model", "dataset_url", *ORIGINAL_HYPERPARAMETERS):
         info = StartRequest.model_fields[name]
-        lo: float | None = None
-        hi: float | None = None
-        for meta in info.metadata:
-            lo = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else lo
-            lo = getattr(meta, "gt", None) if getattr(meta, "gt", None) is not None else lo
-            hi = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else hi
+        bounds = constraints(info)
         default = None if info.is_required() else info.default
         kind = info.annotation.__name__ if isinstance(info.annotation, type) else "string"
         kind = {"str": "string", "int": "integer", "float": "number"}.get(kind, kind)
         out[name] = ParameterInfo(
-            type=kind, default=default, minimum=lo, maximum=hi, description=info.description
+            type=kind,
+            default=default,
+            minimum=bounds.get("gt", bounds.get("ge")),
+            maximum=bounds.get("le"),
+            description=info.description,
         )
     return out
 
@@ -300,13 +147,11 @@ __all__ = [
     "CancelResponse",
     "EventsResponse",
     "InfoResponse",
-    "JobEvent",
+    "JobEventEntry",
     "JobStatus",
     "JobsResponse",
     "ModelEntry",
     "ModelsResponse",
-    "StartConfig",
-    "StartRequest",
     "StartResponse",
     "parameter_ranges",
 ]

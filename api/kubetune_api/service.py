@@ -1,43 +1,33 @@
-"""From a validated request to a FineTuneJob: dataset and model checks, spec, config echo.
+"""From a validated request to a FineTuneJob: model and dataset checks, the spec, the object.
 
-Pure functions (DNS resolution is passed in), used by both the seed routes and the
-OpenAI-compatible ones.
+Pure functions (DNS resolution is passed in), used by both the original API's routes and
+the OpenAI-compatible ones.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubetune_crd.catalog import Catalog
-from kubetune_crd.resource import API_VERSION, KIND
-from kubetune_crd.spec import (
-    CheckpointSpec,
-    DatasetSpec,
-    FineTuneJobSpec,
-    HyperparametersSpec,
-    LoraSpec,
-    MethodSpec,
-    OutputSpec,
-    PvcOutput,
-    ResourcesSpec,
-    S3Output,
-    SchedulingSpec,
-    SecretRef,
+from kubetune_crd.names import (
+    ANNOTATION_IDEMPOTENCY_KEY,
+    ANNOTATION_JOB_ID,
+    ANNOTATION_REQUEST,
+    ANNOTATION_REQUEST_HASH,
+    CREATED_BY_API,
+    LABEL_CREATED_BY,
+    LABEL_IDEMPOTENCY,
+    default_model_name,
+    job_id_to_name,
 )
+from kubetune_crd.resource import API_VERSION, KIND
+from kubetune_crd.spec import FineTuneJobSpec
 from pydantic import ValidationError
 
-from kubetune_api.job_ids import job_id_timestamp, job_id_to_name
-from kubetune_api.schemas import (
-    LoraConfig,
-    OutputConfig,
-    ResourcesConfig,
-    StartConfig,
-    StartRequest,
-)
+from kubetune_api.request_fields import FIELDS, StartRequest, field_for_error
 from kubetune_api.settings import Settings
 from kubetune_api.validation import (
     DatasetURLError,
@@ -46,14 +36,6 @@ from kubetune_api.validation import (
     check_local_file,
     is_ip_literal,
     parse_dataset_url,
-)
-from kubetune_api.views import (
-    ANNOTATION_IDEMPOTENCY_KEY,
-    ANNOTATION_JOB_ID,
-    ANNOTATION_REQUEST,
-    ANNOTATION_REQUEST_HASH,
-    LABEL_CREATED_BY,
-    LABEL_IDEMPOTENCY,
 )
 
 Resolver = Callable[[str], list[str]]
@@ -107,150 +89,57 @@ def check_dataset(
     return parsed
 
 
-def _model_dir_prefix(model: str) -> str:
-    base = model.rstrip("/").rsplit("/", 1)[-1]
-    base = re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-._") or "model"
-    return base[:60]
+def build_spec(req: StartRequest, dataset: ParsedDataset, settings: Settings) -> FineTuneJobSpec:
+    """The FineTuneJob spec of a request, every field put at its path in the request table.
 
-
-def default_model_name(model: str, job_id: str, suffix: str | None = None) -> str | None:
-    """`<alias>-finetuned-<YYYYMMDD_HHMMSS>-<xxxxxx>`: the seed's form, unique per job."""
-    stamp = job_id_timestamp(job_id)
-    if stamp is None:
-        return None
-    middle = f"-{re.sub(r'[^A-Za-z0-9._-]', '-', suffix)[:40]}" if suffix else ""
-    return f"{_model_dir_prefix(model)}-finetuned{middle}-{stamp}-{job_id[-6:]}"[:128]
-
-
-def build_spec(
-    req: StartRequest,
-    dataset: ParsedDataset,
-    settings: Settings,
-    job_id: str,
-    *,
-    model_name_suffix: str | None = None,
-) -> FineTuneJobSpec:
-    """The FineTuneJob spec for a request; raises FieldError on what the spec refuses."""
-    model_name = req.model_name or default_model_name(req.model, job_id, model_name_suffix)
-    output: OutputSpec
-    if req.output_s3_uri:
-        secret = req.output_s3_credentials_secret
-        output = OutputSpec(
-            model_name=model_name,
-            s3=S3Output(
-                uri=req.output_s3_uri,
-                credentials_secret_ref=SecretRef(name=secret) if secret else None,
-                region=req.output_s3_region,
-            ),
-        )
-    else:
-        output = OutputSpec(
-            model_name=model_name,
-            pvc=PvcOutput(claim_name=settings.models_claim, path=settings.models_path),
-        )
-    resources = req.resources
-    if resources is None:
-        resources = (
-            ResourcesSpec(gpus=settings.default_gpus)
-            if settings.default_gpus is not None
-            else ResourcesSpec()
-        )
+    Built once per request, before anything is written; `for_job` then fills in the model
+    name of the job id it gets. Raises FieldError (naming the request field) on what the
+    spec refuses.
+    """
+    values: dict[str, Any] = {}
+    for field in FIELDS:
+        value = getattr(req, field.name)
+        if value is not None:
+            _put(values, field.path, {"name": value} if field.kind == "secret" else value)
+    _put(values, ("dataset", "url"), dataset.url)
+    _put(values, ("dataset", "format"), dataset.format)
+    values["output"] = _output(values.get("output", {}), settings)
     try:
-        return FineTuneJobSpec(
-            model=req.model,
-            dataset=DatasetSpec(
-                url=dataset.url,
-                format=dataset.format,
-                text_column=req.text_column,
-                prompt_column=req.prompt_column,
-                completion_column=req.completion_column,
-                messages_column=req.messages_column,
-                validation_split=req.validation_split,
-                credentials_secret_ref=(
-                    SecretRef(name=req.dataset_credentials_secret)
-                    if req.dataset_credentials_secret
-                    else None
-                ),
-            ),
-            method=MethodSpec(
-                type=req.method, lora=req.lora or LoraSpec(), merge_adapter=req.merge_adapter
-            ),
-            hyperparameters=HyperparametersSpec(
-                epochs=req.epochs,
-                batch_size=req.batch_size,
-                learning_rate=req.learning_rate,
-                max_seq_length=req.max_seq_length,
-                gradient_accumulation_steps=req.gradient_accumulation_steps,
-                warmup_ratio=req.warmup_ratio,
-                weight_decay=req.weight_decay,
-                seed=req.seed,
-                packing=req.packing,
-                gradient_checkpointing=req.gradient_checkpointing,
-                max_steps=req.max_steps,
-                logging_steps=req.logging_steps,
-            ),
-            resources=resources,
-            scheduling=req.scheduling or SchedulingSpec(),
-            output=output,
-            checkpoint=req.checkpoint or CheckpointSpec(),
-            deadline_seconds=req.deadline_seconds,
-            max_retries=req.max_retries,
-        )
+        return FineTuneJobSpec.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ())]
-        field = _SPEC_TO_FIELD.get(loc[0] if loc else "", loc[0] if loc else "body")
-        raise FieldError(field, f"{'.'.join(loc)}: {err.get('msg')}") from None
+        loc = tuple(err.get("loc", ()))
+        message = f"{'.'.join(str(p) for p in loc)}: {err.get('msg')}"
+        raise FieldError(field_for_error(loc), message) from None
 
 
-_SPEC_TO_FIELD = {"dataset": "dataset_url", "output": "model_name", "model": "model"}
+def _put(values: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        values = values.setdefault(part, {})
+    values[path[-1]] = value
 
 
-def start_config(req: StartRequest, spec: FineTuneJobSpec) -> StartConfig:
-    """The seed's `config`: what was asked, with every default filled in (from the spec)."""
-    hp = spec.hyperparameters
+def _output(values: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """S3 when a prefix is asked for (S3 options without one are ignored, as they always
+    were), else the models claim."""
+    s3 = values.pop("s3", None)
+    if s3 and "uri" in s3:
+        values["s3"] = s3
+    else:
+        values["pvc"] = {"claim_name": settings.models_claim, "path": settings.models_path}
+    return values
+
+
+def for_job(spec: FineTuneJobSpec, job_id: str, suffix: str | None = None) -> FineTuneJobSpec:
+    """The spec with the default model name of this job id when the request named none."""
     out = spec.output
-    model_path: str | None = None
-    uri: str | None = None
-    if out is not None and out.pvc is not None and out.model_name:
-        model_path = f"{out.pvc.path}/{out.model_name}"
-    if out is not None and out.s3 is not None and out.model_name:
-        uri = f"{out.s3.uri.rstrip('/')}/{out.model_name}"
-    lora = spec.method.lora
-    return StartConfig(
-        model=req.model,
-        dataset=req.dataset_url,
-        epochs=hp.epochs,
-        batch_size=hp.batch_size,
-        learning_rate=hp.learning_rate,
-        dataset_format=spec.dataset.format,
-        validation_split=spec.dataset.validation_split,
-        method=spec.method.type,
-        lora=(
-            LoraConfig(
-                r=lora.r,
-                alpha=lora.alpha,
-                dropout=lora.dropout,
-                target_modules=list(lora.target_modules),
-            )
-            if spec.method.type == "lora"
-            else None
-        ),
-        merge_adapter=spec.method.merge_adapter,
-        max_seq_length=hp.max_seq_length,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        warmup_ratio=hp.warmup_ratio,
-        weight_decay=hp.weight_decay,
-        seed=hp.seed,
-        packing=hp.packing,
-        max_steps=hp.max_steps,
-        resources=ResourcesConfig(
-            gpus=spec.resources.gpus, cpu=spec.resources.cpu, memory=spec.resources.memory
-        ),
-        deadline_seconds=spec.deadline_seconds,
-        max_retries=spec.max_retries,
-        output=OutputConfig(model_name=out.model_name if out else None, path=model_path, uri=uri),
-    )
+    if out is None or out.model_name:
+        return spec
+    job_name = job_id_to_name(job_id)
+    if job_name is None:
+        raise ValueError(f"job id {job_id!r} maps to no resource name")
+    name = default_model_name(spec.model, job_name, suffix)
+    return spec.model_copy(update={"output": out.model_copy(update={"model_name": name})})
 
 
 @dataclass(frozen=True)
@@ -268,7 +157,7 @@ def build_object(job_id: str, spec: FineTuneJobSpec, meta: ObjectMeta) -> dict[s
     name = job_id_to_name(job_id)
     if name is None:
         raise ValueError(f"job id {job_id!r} maps to no resource name")
-    labels = {LABEL_CREATED_BY: "kubetune-api"}
+    labels = {LABEL_CREATED_BY: CREATED_BY_API}
     annotations = {
         ANNOTATION_JOB_ID: job_id,
         ANNOTATION_REQUEST: json.dumps(meta.request, sort_keys=True, separators=(",", ":")),

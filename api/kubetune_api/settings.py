@@ -9,12 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from kubetune_crd.names import DATA_MOUNT, DEFAULT_MODELS_CLAIM, DEFAULT_MODELS_PATH
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-# Where the data PVC is mounted in the trainer pod (docs/DESIGN.md): relative dataset
-# paths resolve under it, and absolute paths are accepted only inside it.
-TRAINER_DATA_ROOT = "/var/lib/kubetune/datasets"
 
 
 def _shared(name: str) -> AliasChoices:
@@ -94,9 +91,10 @@ class Settings(BaseSettings):
         description="Accept Hugging Face ids / paths that are not catalog aliases.",
     )
     data_root: str = Field(
-        default=TRAINER_DATA_ROOT,
+        default=DATA_MOUNT,
         validation_alias=_shared("DATA_ROOT"),
-        description="Data root: absolute dataset paths must lie inside it (stored relative).",
+        description="Data root (where the trainer mounts the data claim): absolute dataset "
+        "paths must lie inside it (stored relative).",
     )
     check_dataset_exists: bool = Field(
         default=False,
@@ -112,18 +110,13 @@ class Settings(BaseSettings):
     )
     dns_timeout_seconds: float = Field(default=3.0, gt=0)
     models_claim: str = Field(
-        default="kubetune-models",
+        default=DEFAULT_MODELS_CLAIM,
         validation_alias=_shared("MODELS_CLAIM"),
         description="PVC the API asks the operator to store models on.",
     )
-    default_gpus: int | None = Field(
-        default=None,
-        ge=0,
-        le=64,
-        description="GPUs a job asks for when the request names no resources (unset: the "
-        "spec's default). 0 on CPU-only clusters such as the local one.",
+    models_path: str = Field(
+        default=DEFAULT_MODELS_PATH, description="Directory inside the models claim."
     )
-    models_path: str = Field(default="models", description="Directory inside the models claim.")
 
     @property
     def watch_cluster_wide(self) -> bool:

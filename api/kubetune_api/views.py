@@ -1,7 +1,7 @@
 """Pure mapping from FineTuneJob objects to what the API answers.
 
 A `JobRecord` is built once per object version (when the watch delivers it), so reads only
-look it up. Status words follow the seed on `/api/finetune/*` (`completed` when done).
+look it up. Status words follow the original API on `/api/finetune/*` (`completed` when done).
 """
 
 from __future__ import annotations
@@ -15,54 +15,34 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
+from kubetune_crd.names import (
+    ANNOTATION_JOB_ID,
+    ANNOTATION_REQUEST_HASH,
+    LABEL_IDEMPOTENCY,
+    format_time,
+    name_to_job_id,
+    parse_time,
+)
+from kubetune_crd.spec import HyperparametersSpec
 from kubetune_crd.status import FineTuneJobStatus
 from pydantic import ValidationError
 
-from kubetune_api.job_ids import name_to_job_id
-from kubetune_api.schemas import JobStatus, ModelEntry, ModelsResponse, SeedStatus
+from kubetune_api.schemas import JobStatus, ModelEntry, ModelsResponse, OriginalStatus
 
 log = logging.getLogger(__name__)
 
-# Labels and annotations the API writes on FineTuneJobs.
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_CREATED_BY = "kubetune.io/created-by"
-LABEL_IDEMPOTENCY = "kubetune.io/idempotency-key-hash"
-ANNOTATION_JOB_ID = "kubetune.io/job-id"
-ANNOTATION_IDEMPOTENCY_KEY = "kubetune.io/idempotency-key"
-ANNOTATION_REQUEST_HASH = "kubetune.io/request-hash"
-ANNOTATION_REQUEST = "kubetune.io/request"
-
-PHASE_TO_SEED: dict[str, SeedStatus] = {
+PHASE_TO_ORIGINAL: dict[str, OriginalStatus] = {
     "Pending": "pending",
     "Running": "running",
     "Succeeded": "completed",
     "Failed": "failed",
     "Cancelled": "cancelled",
 }
-SEED_STATUSES: tuple[SeedStatus, ...] = (
-    "pending",
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def seed_time(value: str | None) -> str | None:
-    """`2024-01-15T10:30:45` (UTC), the seed's form."""
-    parsed = parse_time(value)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") if parsed else None
+def original_time(when: datetime | None) -> str | None:
+    """The original API's time form `2024-01-15T10:30:45`: the shared format without its `Z`."""
+    return format_time(when).removesuffix("Z") if when else None
 
 
 def rv_int(resource_version: str | None) -> int | None:
@@ -90,7 +70,7 @@ class JobRecord:
 
     @cached_property
     def status_json(self) -> bytes:
-        """The seed status body, serialised once per object version."""
+        """The original API's status body, serialised once per object version."""
         return job_status(self).model_dump_json().encode()
 
     @property
@@ -106,6 +86,15 @@ class JobRecord:
         spec = self.obj.get("spec")
         return spec if isinstance(spec, dict) else {}
 
+    @cached_property
+    def hyperparameters(self) -> HyperparametersSpec:
+        """The stored hyperparameters, defaults filled in by the contract."""
+        try:
+            return HyperparametersSpec.model_validate(self.spec.get("hyperparameters") or {})
+        except ValidationError as exc:
+            log.warning("unreadable hyperparameters of %s/%s: %s", self.namespace, self.name, exc)
+            return HyperparametersSpec()
+
     @property
     def annotations(self) -> dict[str, str]:
         meta = self.obj.get("metadata") or {}
@@ -117,22 +106,23 @@ class JobRecord:
         return str(uid) if uid else None
 
     @property
-    def seed_status(self) -> SeedStatus:
-        return seed_status(self.status)
+    def original_status(self) -> OriginalStatus:
+        return original_status(self.status)
 
     @property
     def created_ts(self) -> float:
         return self.created.timestamp() if self.created else 0.0
 
-    def request(self) -> dict[str, Any] | None:
-        raw = self.annotations.get(ANNOTATION_REQUEST)
+    def annotation_json(self, key: str) -> dict[str, Any]:
+        """A JSON object the API stored in an annotation ({} when absent or unreadable)."""
+        raw = self.annotations.get(key)
         if not raw:
-            return None
+            return {}
         try:
             value = json.loads(raw)
         except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 def record_from_obj(obj: dict[str, Any]) -> JobRecord:
@@ -163,17 +153,18 @@ def record_from_obj(obj: dict[str, Any]) -> JobRecord:
     )
 
 
-def seed_status(status: FineTuneJobStatus) -> SeedStatus:
+def original_status(status: FineTuneJobStatus) -> OriginalStatus:
+    """The original API's status word of a FineTuneJob status."""
     phase = status.phase
     if phase is None:
         return "pending"
     if phase == "Pending" and status.pending is not None and status.pending.reason == "Queued":
         return "queued"
-    return PHASE_TO_SEED.get(phase, "pending")
+    return PHASE_TO_ORIGINAL.get(phase, "pending")
 
 
 def model_location(status: FineTuneJobStatus) -> str | None:
-    """The seed's `model_path`: `models/<name>` on the PVC, or the S3 URI."""
+    """The original API's `model_path`: `models/<name>` on the PVC, or the S3 URI."""
     if status.model is None:
         return None
     return status.model.path or status.model.uri
@@ -185,7 +176,7 @@ def job_status(rec: JobRecord) -> JobStatus:
     fraction = 1.0 if st.phase == "Succeeded" else (progress.fraction if progress else 0.0)
     return JobStatus(
         job_id=rec.job_id,
-        status=rec.seed_status,
+        status=rec.original_status,
         progress=max(0.0, min(1.0, fraction)),
         model_path=model_location(st) if st.phase == "Succeeded" else None,
         model=rec.model or None,
@@ -197,6 +188,8 @@ def job_status(rec: JobRecord) -> JobStatus:
         epoch=progress.epoch if progress else None,
         loss=progress.loss if progress else None,
         eta_seconds=progress.eta_seconds if progress else None,
+        world_size=st.world_size,
+        effective_batch_size=st.effective_batch_size,
         pending_reason=st.pending.reason if st.pending else None,
         pending_message=st.pending.message if st.pending else None,
         failure_reason=st.failure.reason if st.failure else None,
@@ -216,29 +209,27 @@ def size_mb(size_bytes: int | None) -> int:
     return max(1, math.ceil(size_bytes / (1024 * 1024)))
 
 
+def _model_entry(rec: JobRecord) -> tuple[datetime, ModelEntry] | None:
+    """A Succeeded job's model and when it was written; None for any other job."""
+    st = rec.status
+    if st.phase != "Succeeded" or st.model is None:
+        return None
+    info = st.model
+    written = parse_time(info.created or st.completion_time) or rec.created
+    entry = ModelEntry(
+        name=info.name,
+        base_model=info.base_model_alias or rec.model or info.base_model,
+        created=original_time(written),
+        size_mb=size_mb(info.size_bytes),
+        latest=False,
+        path=info.path or info.uri,
+    )
+    return written or datetime.fromtimestamp(0, timezone.utc), entry
+
+
 def models_view(records: Iterable[JobRecord]) -> ModelsResponse:
-    """The seed's models list: Succeeded jobs' models, newest first, `latest` per base model."""
-    rows: list[tuple[datetime, ModelEntry]] = []
-    for rec in records:
-        st = rec.status
-        if st.phase != "Succeeded" or st.model is None:
-            continue
-        info = st.model
-        created_raw = info.created or st.completion_time
-        when = parse_time(created_raw) or rec.created or datetime.fromtimestamp(0, timezone.utc)
-        rows.append(
-            (
-                when,
-                ModelEntry(
-                    name=info.name,
-                    base_model=info.base_model_alias or rec.model or info.base_model,
-                    created=seed_time(created_raw) or seed_time(_iso(rec.created)),
-                    size_mb=size_mb(info.size_bytes),
-                    latest=False,
-                    path=info.path or info.uri,
-                ),
-            )
-        )
+    """The original API's models list: Succeeded jobs' models, newest first, `latest` per base."""
+    rows = [row for row in map(_model_entry, records) if row is not None]
     rows.sort(key=lambda row: (row[0], row[1].name), reverse=True)
     seen: set[str] = set()
     models: list[ModelEntry] = []
@@ -248,10 +239,6 @@ def models_view(records: Iterable[JobRecord]) -> ModelsResponse:
             entry = entry.model_copy(update={"latest": True})
         models.append(entry)
     return ModelsResponse(models=models, total=len(models))
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
 
 
 def sort_newest_first(records: Iterable[JobRecord]) -> list[JobRecord]:

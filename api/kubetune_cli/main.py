@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="models, formats and parameter ranges the API accepts")
 
-    start = sub.add_parser("start", help="start a fine-tune (the seed's parameters)")
+    start = sub.add_parser("start", help="start a fine-tune (the original API's parameters)")
     start.add_argument("--model", required=True, help="catalog alias (phi, mistral, tiny...)")
     start.add_argument("--dataset", required=True, dest="dataset_url", help="dataset path or URL")
     start.add_argument("--epochs", type=int)
@@ -87,76 +87,92 @@ def _wait(console: Console, client: KubetuneClient, job_id: str, as_json: bool) 
     return 0 if final.get("status") == "completed" else EXIT_JOB_FAILED
 
 
-def _run(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
-    command = args.command
-    if command == "info":
-        render.print_json(console, client.info())
-    elif command == "start":
-        answer = client.start(_start_body(args), args.idempotency_key)
-        if args.json and not args.wait:
-            render.print_json(console, answer)
-        elif not args.json:
-            console.print(f"{answer.get('message', 'started')}: [bold]{answer['job_id']}[/bold]")
-        if args.wait:
-            return _wait(console, client, answer["job_id"], args.json)
-    elif command == "status":
-        if args.wait:
-            return _wait(console, client, args.job_id, args.json)
-        answer = client.status(args.job_id)
-        if args.json:
-            render.print_json(console, answer)
-        else:
-            console.print("\n".join(render.status_lines(answer)))
-    elif command == "jobs":
-        answer = client.jobs(status=args.status, model=args.model, limit=args.limit)
-        if args.json:
-            render.print_json(console, answer)
-        else:
-            rows = [
-                (
-                    j.get("job_id"),
-                    j.get("model"),
-                    j.get("status"),
-                    j.get("progress"),
-                    j.get("created"),
-                )
-                for j in answer.get("jobs", [])
-            ]
-            render.table(console, "jobs", ["JOB", "MODEL", "STATUS", "PROGRESS", "CREATED"], rows)
-    elif command == "models":
-        answer = client.models()
-        if args.json:
-            render.print_json(console, answer)
-        else:
-            model_rows: list[tuple[Any, ...]] = [
-                (
-                    m.get("name"),
-                    m.get("base_model"),
-                    m.get("size_mb"),
-                    m.get("created"),
-                    "yes" if m.get("latest") else "",
-                    m.get("path"),
-                )
-                for m in answer.get("models", [])
-            ]
-            render.table(
-                console,
-                f"models ({answer.get('total', len(model_rows))})",
-                ["NAME", "BASE", "SIZE MB", "CREATED", "LATEST", "PATH"],
-                model_rows,
-            )
-    elif command == "logs":
-        for line in client.logs(args.job_id, follow=args.follow):
-            print(line, flush=True)
-    elif command == "cancel":
-        answer = client.cancel(args.job_id)
-        if args.json:
-            render.print_json(console, answer)
-        else:
-            console.print(
-                f"cancelled: {answer.get('job_id', args.job_id)} ({answer.get('status')})"
-            )
+Command = Callable[[argparse.Namespace, KubetuneClient, Console], int]
+
+
+def _show(
+    console: Console, args: argparse.Namespace, answer: Any, human: Callable[[], None]
+) -> int:
+    """The API's JSON answer with --json, else its human form."""
+    if args.json:
+        render.print_json(console, answer)
+    else:
+        human()
     return 0
+
+
+def _info(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    render.print_json(console, client.info())
+    return 0
+
+
+def _start(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    answer = client.start(_start_body(args), args.idempotency_key)
+    if args.json and not args.wait:
+        render.print_json(console, answer)
+    elif not args.json:
+        console.print(f"{answer.get('message', 'started')}: [bold]{answer['job_id']}[/bold]")
+    if args.wait:
+        return _wait(console, client, answer["job_id"], args.json)
+    return 0
+
+
+def _status(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    if args.wait:
+        return _wait(console, client, args.job_id, args.json)
+    answer = client.status(args.job_id)
+    return _show(
+        console, args, answer, lambda: console.print("\n".join(render.status_lines(answer)))
+    )
+
+
+def _jobs(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    answer = client.jobs(status=args.status, model=args.model, limit=args.limit)
+    keys = ("job_id", "model", "status", "progress", "created")
+    rows = [tuple(j.get(k) for k in keys) for j in answer.get("jobs", [])]
+    columns = ["JOB", "MODEL", "STATUS", "PROGRESS", "CREATED"]
+    return _show(console, args, answer, lambda: render.table(console, "jobs", columns, rows))
+
+
+def _models(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    answer = client.models()
+    rows: list[tuple[Any, ...]] = [
+        (
+            m.get("name"),
+            m.get("base_model"),
+            m.get("size_mb"),
+            m.get("created"),
+            "yes" if m.get("latest") else "",
+            m.get("path"),
+        )
+        for m in answer.get("models", [])
+    ]
+    title = f"models ({answer.get('total', len(rows))})"
+    columns = ["NAME", "BASE", "SIZE MB", "CREATED", "LATEST", "PATH"]
+    return _show(console, args, answer, lambda: render.table(console, title, columns, rows))
+
+
+def _logs(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    for line in client.logs(args.job_id, follow=args.follow):
+        print(line, flush=True)
+    return 0
+
+
+def _cancel(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    answer = client.cancel(args.job_id)
+    line = f"cancelled: {answer.get('job_id', args.job_id)} ({answer.get('status')})"
+    return _show(console, args, answer, lambda: console.print(line))
+
+
+COMMANDS: dict[str, Command] = {
+    "info": _info,
+    "start": _start,
+    "status": _status,
+    "jobs": _jobs,
+    "models": _models,
+    "logs": _logs,
+    "cancel": _cancel,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = Console(stderr=True)
     try:
         with KubetuneClient(args.api_url, args.api_key) as client:
-            return _run(args, client, console)
+            return COMMANDS[args.command](args, client, console)
     except ApiUnreachableError as exc:
         errors.print(f"[red]error:[/red] {exc}", highlight=False)
         return EXIT_UNREACHABLE

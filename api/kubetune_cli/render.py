@@ -54,6 +54,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         ("total_steps", "of steps"),
         ("loss", "loss"),
         ("eta_seconds", "eta"),
+        ("world_size", "world"),
         ("model_path", "model"),
         ("pending_reason", "pending"),
         ("failure_reason", "failure"),

@@ -31,14 +31,6 @@ CONDITION_FAILED = "Failed"
 """True when the job failed (reason: the classified FailureReason)."""
 CONDITION_CANCELLED = "Cancelled"
 """True when spec.cancel stopped the job."""
-CONDITION_TYPES: tuple[str, ...] = (
-    CONDITION_JOB_CREATED,
-    CONDITION_SCHEDULED,
-    CONDITION_RUNNING,
-    CONDITION_SUCCEEDED,
-    CONDITION_FAILED,
-    CONDITION_CANCELLED,
-)
 
 FailureReason = Literal[
     "BadInput",

@@ -27,7 +27,7 @@ def crd(cluster: Any) -> None:
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local data root holding the seed's sample at the seed's path."""
+    """A local data root holding the original API's sample at its path."""
     root = tmp_path_factory.mktemp("data-root")
     (root / "data").mkdir()
     (root / "data" / "frigo_training.csv").write_text(

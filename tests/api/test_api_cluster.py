@@ -23,7 +23,7 @@ from api.conftest import key_entry, list_jobs, patch_status, succeeded_status
 
 pytestmark = pytest.mark.cluster
 
-SEED = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
+ORIGINAL = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
 
 
 def start(api: ApiProcess, body: dict[str, Any], **headers: str) -> httpx.Response:
@@ -31,7 +31,9 @@ def start(api: ApiProcess, body: dict[str, Any], **headers: str) -> httpx.Respon
         return http.post("/api/finetune/start", json=body, headers=headers)
 
 
-def test_seed_flow_shapes(api: ApiProcess, custom: client.CustomObjectsApi, namespace: str) -> None:
+def test_original_flow_shapes(
+    api: ApiProcess, custom: client.CustomObjectsApi, namespace: str
+) -> None:
     with api.client() as http:
         info = http.get("/api/finetune/info").json()
         assert info["available"] is True
@@ -41,10 +43,10 @@ def test_seed_flow_shapes(api: ApiProcess, custom: client.CustomObjectsApi, name
         assert info["parameters"]["epochs"]["minimum"] == 1
         assert info["parameters"]["epochs"]["maximum"] == 20
 
-        # The seed's curl sends no Content-Type (form-urlencoded): accepted as JSON.
+        # The original API's curl sends no Content-Type (form-urlencoded): accepted as JSON.
         resp = http.post(
             "/api/finetune/start",
-            content=json.dumps(SEED),
+            content=json.dumps(ORIGINAL),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert resp.status_code == 202, resp.text
@@ -61,6 +63,9 @@ def test_seed_flow_shapes(api: ApiProcess, custom: client.CustomObjectsApi, name
             "batch_size": 4,
         }
         assert body["config"]["learning_rate"] == 2e-5
+        # No GPU count asked: the operator's default decides, so the echo cannot say.
+        assert body["config"]["resources"]["gpus"] is None
+        assert body["config"]["effective_batch_size"] is None
 
         # Stored before the 202: the resource is there, named after the id.
         name = job_id.replace("_", "-")
@@ -69,6 +74,7 @@ def test_seed_flow_shapes(api: ApiProcess, custom: client.CustomObjectsApi, name
         )
         assert stored["spec"]["model"] == "tiny"
         assert stored["spec"]["hyperparameters"]["epochs"] == 3
+        assert "gpus" not in stored["spec"].get("resources", {})
 
         status = http.get(f"/api/finetune/status/{job_id}").json()
         assert list(status)[:4] == ["job_id", "status", "progress", "model_path"]
@@ -80,6 +86,8 @@ def test_seed_flow_shapes(api: ApiProcess, custom: client.CustomObjectsApi, name
             name,
             {
                 "phase": "Running",
+                "worldSize": 2,
+                "effectiveBatchSize": 8,
                 "progress": {
                     "fraction": 0.5,
                     "step": 15,
@@ -97,6 +105,9 @@ def test_seed_flow_shapes(api: ApiProcess, custom: client.CustomObjectsApi, name
         )
         assert (running["progress"], running["step"], running["loss"]) == (0.5, 15, 1.7)
         assert running["eta_seconds"] == 12.0
+        assert (running["world_size"], running["effective_batch_size"]) == (2, 8)
+        listed = http.get("/api/finetune/jobs").json()["jobs"]
+        assert [(j["job_id"], j["world_size"]) for j in listed] == [(job_id, 2)]
 
         model_name = body["config"]["output"]["model_name"]
         patch_status(
@@ -133,34 +144,42 @@ def test_seed_flow_shapes(api: ApiProcess, custom: client.CustomObjectsApi, name
 BAD_BODIES: list[tuple[str, Any, str]] = [
     ("missing model", {"dataset_url": "data/frigo_training.csv"}, "model"),
     ("missing dataset", {"model": "tiny"}, "dataset_url"),
-    ("unknown field", {**SEED, "epoch": 3}, "epoch"),
-    ("wrong type", {**SEED, "epochs": "three"}, "epochs"),
-    ("string number", {**SEED, "batch_size": "4"}, "batch_size"),
-    ("epochs low", {**SEED, "epochs": 0}, "epochs"),
-    ("epochs high", {**SEED, "epochs": 21}, "epochs"),
-    ("batch high", {**SEED, "batch_size": 17}, "batch_size"),
-    ("lr zero", {**SEED, "learning_rate": 0}, "learning_rate"),
-    ("lr negative", {**SEED, "learning_rate": -1e-5}, "learning_rate"),
-    ("unknown model", {**SEED, "model": "gpt-17"}, "model"),
-    ("unsupported format", {**SEED, "dataset_url": "data/frigo.parquet"}, "dataset_url"),
-    ("bad explicit format", {**SEED, "dataset_format": "parquet"}, "dataset_format"),
-    ("http scheme", {**SEED, "dataset_url": "http://example.com/a.csv"}, "dataset_url"),
-    ("file scheme", {**SEED, "dataset_url": "file:///etc/passwd.csv"}, "dataset_url"),
-    ("dotdot", {**SEED, "dataset_url": "data/../../etc/x.csv"}, "dataset_url"),
-    ("encoded dotdot", {**SEED, "dataset_url": "https://example.com/%2e%2e/x.csv"}, "dataset_url"),
-    ("absolute outside", {**SEED, "dataset_url": "/etc/passwd.csv"}, "dataset_url"),
-    ("loopback", {**SEED, "dataset_url": "https://127.0.0.1/a.csv"}, "dataset_url"),
-    ("localhost", {**SEED, "dataset_url": "https://localhost/a.csv"}, "dataset_url"),
-    ("private", {**SEED, "dataset_url": "https://10.0.0.8/a.csv"}, "dataset_url"),
-    ("private 192", {**SEED, "dataset_url": "https://192.168.1.1/a.csv"}, "dataset_url"),
-    ("link-local", {**SEED, "dataset_url": "https://169.254.1.1/a.csv"}, "dataset_url"),
-    ("metadata", {**SEED, "dataset_url": "https://169.254.169.254/latest.csv"}, "dataset_url"),
-    ("ipv6 loopback", {**SEED, "dataset_url": "https://[::1]/a.csv"}, "dataset_url"),
-    ("decimal ip", {**SEED, "dataset_url": "https://2130706433/a.csv"}, "dataset_url"),
-    ("unresolvable", {**SEED, "dataset_url": "https://no-such-host.invalid/a.csv"}, "dataset_url"),
-    ("missing file", {**SEED, "dataset_url": "data/missing.csv"}, "dataset_url"),
-    ("bad lora", {**SEED, "lora": {"r": 0}}, "lora"),
-    ("bad method", {**SEED, "method": "rlhf"}, "method"),
+    ("unknown field", {**ORIGINAL, "epoch": 3}, "epoch"),
+    ("wrong type", {**ORIGINAL, "epochs": "three"}, "epochs"),
+    ("string number", {**ORIGINAL, "batch_size": "4"}, "batch_size"),
+    ("epochs low", {**ORIGINAL, "epochs": 0}, "epochs"),
+    ("epochs high", {**ORIGINAL, "epochs": 21}, "epochs"),
+    ("batch high", {**ORIGINAL, "batch_size": 17}, "batch_size"),
+    ("lr zero", {**ORIGINAL, "learning_rate": 0}, "learning_rate"),
+    ("lr negative", {**ORIGINAL, "learning_rate": -1e-5}, "learning_rate"),
+    ("unknown model", {**ORIGINAL, "model": "gpt-17"}, "model"),
+    ("unsupported format", {**ORIGINAL, "dataset_url": "data/frigo.parquet"}, "dataset_url"),
+    ("bad explicit format", {**ORIGINAL, "dataset_format": "parquet"}, "dataset_format"),
+    ("http scheme", {**ORIGINAL, "dataset_url": "http://example.com/a.csv"}, "dataset_url"),
+    ("file scheme", {**ORIGINAL, "dataset_url": "file:///etc/passwd.csv"}, "dataset_url"),
+    ("dotdot", {**ORIGINAL, "dataset_url": "data/../../etc/x.csv"}, "dataset_url"),
+    (
+        "encoded dotdot",
+        {**ORIGINAL, "dataset_url": "https://example.com/%2e%2e/x.csv"},
+        "dataset_url",
+    ),
+    ("absolute outside", {**ORIGINAL, "dataset_url": "/etc/passwd.csv"}, "dataset_url"),
+    ("loopback", {**ORIGINAL, "dataset_url": "https://127.0.0.1/a.csv"}, "dataset_url"),
+    ("localhost", {**ORIGINAL, "dataset_url": "https://localhost/a.csv"}, "dataset_url"),
+    ("private", {**ORIGINAL, "dataset_url": "https://10.0.0.8/a.csv"}, "dataset_url"),
+    ("private 192", {**ORIGINAL, "dataset_url": "https://192.168.1.1/a.csv"}, "dataset_url"),
+    ("link-local", {**ORIGINAL, "dataset_url": "https://169.254.1.1/a.csv"}, "dataset_url"),
+    ("metadata", {**ORIGINAL, "dataset_url": "https://169.254.169.254/latest.csv"}, "dataset_url"),
+    ("ipv6 loopback", {**ORIGINAL, "dataset_url": "https://[::1]/a.csv"}, "dataset_url"),
+    ("decimal ip", {**ORIGINAL, "dataset_url": "https://2130706433/a.csv"}, "dataset_url"),
+    (
+        "unresolvable",
+        {**ORIGINAL, "dataset_url": "https://no-such-host.invalid/a.csv"},
+        "dataset_url",
+    ),
+    ("missing file", {**ORIGINAL, "dataset_url": "data/missing.csv"}, "dataset_url"),
+    ("bad lora", {**ORIGINAL, "lora": {"r": 0}}, "lora"),
+    ("bad method", {**ORIGINAL, "method": "rlhf"}, "method"),
     ("not an object", ["tiny"], "body"),
 ]
 
@@ -191,7 +210,7 @@ def test_malformed_json_and_oversized_bodies(
             headers={"Content-Type": "application/json"},
         )
         assert resp.status_code in (400, 422)
-        huge = {**SEED, "text_column": "x" * (70 * 1024)}
+        huge = {**ORIGINAL, "text_column": "x" * (70 * 1024)}
         resp = http.post("/api/finetune/start", json=huge)
         assert resp.status_code == 413
     assert list_jobs(custom, shared_namespace) == []
@@ -212,7 +231,7 @@ def test_unknown_job_is_404(shared_api: ApiProcess) -> None:
 def test_cancel_sets_spec_cancel(
     api: ApiProcess, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    job_id = start(api, SEED).json()["job_id"]
+    job_id = start(api, ORIGINAL).json()["job_id"]
     name = job_id.replace("_", "-")
     with api.client() as http:
         resp = http.post(f"/api/finetune/cancel/{job_id}")
@@ -230,7 +249,7 @@ def test_cancel_sets_spec_cancel(
 def test_jobs_list_filters_and_pages(
     api: ApiProcess, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    ids = [start(api, {**SEED, "epochs": n}).json()["job_id"] for n in (1, 2, 3)]
+    ids = [start(api, {**ORIGINAL, "epochs": n}).json()["job_id"] for n in (1, 2, 3)]
     patch_status(custom, namespace, ids[0].replace("_", "-"), {"phase": "Running"})
     with api.client() as http:
         wait_for(lambda: http.get("/api/finetune/jobs?status=running").json()["total"] == 1)
@@ -246,7 +265,7 @@ def test_jobs_list_filters_and_pages(
 def test_events_and_logs_without_a_pod(
     api: ApiProcess, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    job_id = start(api, SEED).json()["job_id"]
+    job_id = start(api, ORIGINAL).json()["job_id"]
     name = job_id.replace("_", "-")
     patch_status(
         custom,
@@ -278,7 +297,7 @@ def test_ops_endpoints(api: ApiProcess) -> None:
         assert http.get("/readyz").status_code == 200
         assert http.get("/docs").status_code == 200
         assert "/api/finetune/start" in http.get("/openapi.json").json()["paths"]
-        start(api, SEED)
+        start(api, ORIGINAL)
         metrics = http.get("/metrics").text
         assert (
             'kubetune_api_requests_total{method="POST",route="/api/finetune/start",status="202"}'
@@ -290,19 +309,19 @@ def test_ops_endpoints(api: ApiProcess) -> None:
 
 # -- idempotency ---------------------------------------------------------------------------
 def test_idempotency_key(api: ApiProcess, custom: client.CustomObjectsApi, namespace: str) -> None:
-    first = start(api, SEED, **{"Idempotency-Key": "order-42"})
-    again = start(api, SEED, **{"Idempotency-Key": "order-42"})
+    first = start(api, ORIGINAL, **{"Idempotency-Key": "order-42"})
+    again = start(api, ORIGINAL, **{"Idempotency-Key": "order-42"})
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
-    other = start(api, {**SEED, "epochs": 5}, **{"Idempotency-Key": "order-42"})
+    other = start(api, {**ORIGINAL, "epochs": 5}, **{"Idempotency-Key": "order-42"})
     assert other.status_code == 422
     assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
     assert len(list_jobs(custom, namespace)) == 1
     # Survives a restart: recorded on the resource and the claim.
     api.restart()
-    replay = start(api, SEED, **{"Idempotency-Key": "order-42"})
+    replay = start(api, ORIGINAL, **{"Idempotency-Key": "order-42"})
     assert replay.status_code == 202 and replay.json()["job_id"] == first.json()["job_id"]
-    bad = start(api, SEED, **{"Idempotency-Key": "has space"})
+    bad = start(api, ORIGINAL, **{"Idempotency-Key": "has space"})
     assert bad.status_code == 422
     assert len(list_jobs(custom, namespace)) == 1
 
@@ -320,7 +339,9 @@ def test_concurrent_identical_requests_create_one_resource(
         key = f"race-{round_}"
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             headers = {"Idempotency-Key": key}
-            answers = list(pool.map(lambda i, h=headers: start(apis[i % 2], SEED, **h), range(8)))
+            answers = list(
+                pool.map(lambda i, h=headers: start(apis[i % 2], ORIGINAL, **h), range(8))
+            )
         assert {a.status_code for a in answers} == {202}
         assert len({a.json()["job_id"] for a in answers}) == 1
     assert len(list_jobs(custom, namespace)) == 3
@@ -329,7 +350,7 @@ def test_concurrent_identical_requests_create_one_resource(
 def test_restart_loses_nothing(
     api: ApiProcess, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    ids = [start(api, SEED).json()["job_id"] for _ in range(3)]
+    ids = [start(api, ORIGINAL).json()["job_id"] for _ in range(3)]
     patch_status(custom, namespace, ids[0].replace("_", "-"), {"phase": "Running"})
     api.kill()  # SIGKILL: nothing flushed on the way out
     api.start()
@@ -389,12 +410,12 @@ def test_auth_and_tenant_isolation(
         api.client("wrong") as wrong,
     ):
         assert anon.get("/api/finetune/info").status_code == 401
-        assert wrong.post("/api/finetune/start", json=SEED).status_code == 401
+        assert wrong.post("/api/finetune/start", json=ORIGINAL).status_code == 401
         assert anon.get("/api/finetune/info").headers["www-authenticate"] == "Bearer"
         assert anon.get("/healthz").status_code == 200
 
-        job_a = a.post("/api/finetune/start", json=SEED).json()["job_id"]
-        job_b = b.post("/api/finetune/start", json=SEED).json()["job_id"]
+        job_a = a.post("/api/finetune/start", json=ORIGINAL).json()["job_id"]
+        job_b = b.post("/api/finetune/start", json=ORIGINAL).json()["job_id"]
         assert [j["metadata"]["name"] for j in list_jobs(custom, namespace)] == [
             job_a.replace("_", "-")
         ]
@@ -410,8 +431,8 @@ def test_auth_and_tenant_isolation(
         assert [j["job_id"] for j in a.get("/api/finetune/jobs").json()["jobs"]] == [job_a]
 
         # Same Idempotency-Key in two tenants: two jobs.
-        ka = a.post("/api/finetune/start", json=SEED, headers={"Idempotency-Key": "k"}).json()
-        kb = b.post("/api/finetune/start", json=SEED, headers={"Idempotency-Key": "k"}).json()
+        ka = a.post("/api/finetune/start", json=ORIGINAL, headers={"Idempotency-Key": "k"}).json()
+        kb = b.post("/api/finetune/start", json=ORIGINAL, headers={"Idempotency-Key": "k"}).json()
         assert ka["job_id"] != kb["job_id"]
 
         # Revoking a key takes effect without a restart.

@@ -22,17 +22,16 @@ NAME = "ft-20260101-000000-abc123"
 STATUS_JSON = b'{"job_id":"ft_20260101_000000_abc123","status":"running","progress":0.5}'
 
 
-class _Cache:
-    """The store's surface the status route and `/metrics` use."""
+class _Jobs:
+    """The FineTuneJobs surface the status route and `/metrics` use."""
 
-    read_mode = "cache"
     informers: list[Any] = []
 
     def __init__(self, jobs: dict[tuple[str, str], Any]) -> None:
         self.jobs = jobs
         self.cache = self
 
-    def get(self, namespace: str, name: str) -> Any:
+    async def find(self, namespace: str, name: str) -> Any:
         return self.jobs.get((namespace, name))
 
     def all(self) -> list[Any]:
@@ -41,11 +40,15 @@ class _Cache:
     def synced(self) -> bool:
         return True
 
+    def watch_restarts(self) -> int:
+        return 0
+
 
 def _client(settings: Settings, keys: dict[str, str] | None = None) -> Iterator[TestClient]:
     app = create_app(settings)
     state = app.state.kubetune
-    state.store = _Cache({("team-a", NAME): SimpleNamespace(status_json=STATUS_JSON)})
+    jobs = _Jobs({("team-a", NAME): SimpleNamespace(status_json=STATUS_JSON)})
+    state.store = SimpleNamespace(jobs=jobs)
     if keys is not None:
         ring = KeyRing(lambda: None, refresh_seconds=3600)
         ring._keys = {hash_key(key): ns for key, ns in keys.items()}

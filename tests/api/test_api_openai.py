@@ -36,11 +36,11 @@ def test_openai_client_flow(
     hp = stored[0]["spec"]["hyperparameters"]
     assert (hp["epochs"], hp["batchSize"], hp["learningRate"]) == (2, 2, 1e-5)
 
-    # The same job through the seed's endpoint.
+    # The same job through the original API's endpoint.
     import httpx
 
-    seed = httpx.get(f"{api.url}/api/finetune/status/{job.id}").json()
-    assert seed["job_id"] == job.id
+    original = httpx.get(f"{api.url}/api/finetune/status/{job.id}").json()
+    assert original["job_id"] == job.id
 
     page = oa.fine_tuning.jobs.list(limit=10)
     assert [j.id for j in page.data] == [job.id]

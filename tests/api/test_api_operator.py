@@ -1,4 +1,4 @@
-"""The seed's flow through real HTTP with the operator running on the local cluster.
+"""The original API's flow through real HTTP with the operator running on the local cluster.
 
 Both tests use the stand-in trainer (tests/support/fake_trainer.py, driven by the dataset's
 file name). The same flow with the real trainer on the tiny model lives in tests/e2e/.
@@ -28,10 +28,15 @@ def claims(cluster: Any, crd: None, namespace: str) -> str:
 
 
 def _operator(cluster: Any, namespace: str, tmp_path: Path, **settings: Any) -> OperatorProcess:
+    """The operator decides the GPU count of jobs that name none: 0 here (the stand-in trainer
+    needs none), as a CPU-only cluster would set it."""
+    defaults = {
+        "NAMESPACES": [namespace],
+        "TTL_SECONDS_AFTER_FINISHED": "600",
+        "TRAINER_DEFAULT_GPUS": "0",
+    }
     return OperatorProcess(
-        cluster.kubeconfig,
-        settings={"NAMESPACES": [namespace], "TTL_SECONDS_AFTER_FINISHED": "600", **settings},
-        log_path=tmp_path / "operator.log",
+        cluster.kubeconfig, settings={**defaults, **settings}, log_path=tmp_path / "operator.log"
     )
 
 
@@ -57,10 +62,10 @@ def _wait_status(http: httpx.Client, job_id: str, want: set[str], timeout: float
     return result
 
 
-def test_seed_flow_with_operator(
+def test_original_flow_with_operator(
     start_api: Callable[..., ApiProcess], operator: OperatorProcess, namespace: str
 ) -> None:
-    api = start_api(AUTH_DISABLED=True, NAMESPACE=namespace, DEFAULT_GPUS=0)
+    api = start_api(AUTH_DISABLED=True, NAMESPACE=namespace)
     with api.client() as http:
         assert http.get("/api/finetune/info").json()["available"] is True
         resp = http.post(
@@ -90,7 +95,7 @@ def test_seed_flow_with_operator(
 def test_cancel_with_operator(
     start_api: Callable[..., ApiProcess], operator: OperatorProcess, namespace: str
 ) -> None:
-    api = start_api(AUTH_DISABLED=True, NAMESPACE=namespace, DEFAULT_GPUS=0)
+    api = start_api(AUTH_DISABLED=True, NAMESPACE=namespace)
     with api.client() as http:
         job_id = http.post(
             "/api/finetune/start",

@@ -1,4 +1,8 @@
-"""Pure unit tests: job ids, dataset URL checks, request schemas, status mapping, idempotency."""
+"""Pure unit tests: job ids, dataset URL checks, status mapping, API keys.
+
+The request, spec and echo are tested in test_api_request.py, the idempotency flow in
+test_api_idempotency.py.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from kubetune_api import idempotency
 from kubetune_api.auth import bearer_token, hash_key, parse_keys
-from kubetune_api.job_ids import (
-    JOB_ID_RE,
-    job_id_to_name,
-    name_to_job_id,
-    new_job_id,
-)
-from kubetune_api.schemas import StartRequest
-from kubetune_api.service import FieldError, build_spec, check_dataset, check_model, start_config
+from kubetune_api.service import FieldError, check_dataset
 from kubetune_api.settings import Settings
-from kubetune_api.store import ConflictError
 from kubetune_api.validation import (
     DatasetURLError,
     address_problem,
@@ -25,21 +20,19 @@ from kubetune_api.validation import (
     parse_dataset_url,
 )
 from kubetune_api.views import (
-    LABEL_IDEMPOTENCY,
     JobRecord,
     job_status,
     models_view,
     record_from_obj,
     size_mb,
 )
-from kubetune_crd.catalog import load_catalog
-from pydantic import ValidationError
+from kubetune_crd.names import JOB_ID_RE, job_id_to_name, name_to_job_id, new_job_id
 
 ROOT = "/var/lib/kubetune/datasets"
 
 
 # -- job ids -------------------------------------------------------------------------------
-def test_new_job_id_has_the_seed_form() -> None:
+def test_new_job_id_has_the_original_form() -> None:
     when = datetime(2024, 1, 15, 10, 30, 45, tzinfo=timezone.utc)
     assert new_job_id(when, "abc123") == "ft_20240115_103045_abc123"
     assert JOB_ID_RE.match(new_job_id())
@@ -185,67 +178,6 @@ def test_dataset_file_must_exist_when_asked(tmp_path: Any) -> None:
         check_dataset("data/missing.csv", "auto", settings, lambda h: [])
 
 
-# -- request schema and spec -----------------------------------------------------------------
-def test_seed_defaults_are_the_spec_defaults() -> None:
-    req = StartRequest.model_validate({"model": "phi", "dataset_url": "data/frigo_training.csv"})
-    assert (req.epochs, req.batch_size, req.learning_rate) == (3, 4, 2e-5)
-
-
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"dataset_url": "data/a.csv"}, "model"),
-        ({"model": "phi"}, "dataset_url"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "epochs": 0}, "epochs"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "epochs": 21}, "epochs"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "epochs": "3"}, "epochs"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "batch_size": 17}, "batch_size"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "learning_rate": 0}, "learning_rate"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "surprise": 1}, "surprise"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "method": "dpo"}, "method"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "lora": {"r": 0}}, "lora"),
-        ({"model": "phi", "dataset_url": "data/a.csv", "lora": {"rank": 8}}, "lora"),
-        ({"model": 5, "dataset_url": "data/a.csv"}, "model"),
-    ],
-)
-def test_bad_requests_name_the_field(body: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        StartRequest.model_validate(body)
-    assert info.value.errors()[0]["loc"][0] == field
-
-
-def test_unknown_models_are_refused_unless_allowed() -> None:
-    catalog = load_catalog()
-    check_model("tiny", catalog, Settings())
-    with pytest.raises(FieldError, match="unknown model"):
-        check_model("gpt-17", catalog, Settings())
-    check_model("org/some-model", catalog, Settings(allow_uncataloged_models=True))
-
-
-def test_spec_and_config_fill_every_default() -> None:
-    settings = Settings()
-    req = StartRequest.model_validate(
-        {"model": "tiny", "dataset_url": "data/frigo_training.csv", "lora": {"r": 8}}
-    )
-    parsed = parse_dataset_url(req.dataset_url, data_root=ROOT)
-    spec = build_spec(req, parsed, settings, "ft_20240115_103045_abc123")
-    assert spec.output is not None and spec.output.pvc is not None
-    assert spec.output.model_name == "tiny-finetuned-20240115_103045-abc123"
-    assert spec.output.pvc.claim_name == "kubetune-models"
-    assert spec.method.lora.r == 8
-    config = start_config(req, spec).model_dump()
-    assert list(config)[:5] == ["model", "dataset", "epochs", "batch_size", "learning_rate"]
-    assert config["dataset"] == "data/frigo_training.csv"
-    assert config["output"]["path"] == "models/tiny-finetuned-20240115_103045-abc123"
-
-
-def test_default_gpus_setting_applies_without_resources() -> None:
-    req = StartRequest.model_validate({"model": "tiny", "dataset_url": "data/a.csv"})
-    parsed = parse_dataset_url(req.dataset_url, data_root=ROOT)
-    spec = build_spec(req, parsed, Settings(default_gpus=0), "ft_20240115_103045_abc123")
-    assert spec.resources.gpus == 0
-
-
 # -- status mapping ----------------------------------------------------------------------
 def _obj(name: str, status: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
     return {
@@ -276,11 +208,11 @@ def _obj(name: str, status: dict[str, Any] | None = None, **meta: Any) -> dict[s
         ({"phase": "Cancelled"}, "cancelled"),
     ],
 )
-def test_phases_map_to_the_seed_words(status: dict[str, Any], word: str) -> None:
-    assert record_from_obj(_obj("ft-20240115-103045-abc123", status)).seed_status == word
+def test_phases_map_to_the_original_words(status: dict[str, Any], word: str) -> None:
+    assert record_from_obj(_obj("ft-20240115-103045-abc123", status)).original_status == word
 
 
-def test_status_view_has_the_seed_fields_first() -> None:
+def test_status_view_has_the_original_fields_first() -> None:
     rec = record_from_obj(
         _obj(
             "ft-20240115-103045-abc123",
@@ -304,6 +236,16 @@ def test_status_view_has_the_seed_fields_first() -> None:
         1.0,
         "models/phi-x",
     )
+
+
+def test_status_view_reports_the_world_size_once_known() -> None:
+    name = "ft-20240115-103045-abc123"
+    before = job_status(record_from_obj(_obj(name, {"phase": "Pending"}))).model_dump()
+    assert (before["world_size"], before["effective_batch_size"]) == (None, None)
+    status = {"phase": "Running", "worldSize": 4, "effectiveBatchSize": 32}
+    view = job_status(record_from_obj(_obj(name, status))).model_dump()
+    assert (view["world_size"], view["effective_batch_size"]) == (4, 32)
+    assert list(view)[:4] == ["job_id", "status", "progress", "model_path"]
 
 
 def test_models_view_marks_the_latest_per_base_model() -> None:
@@ -359,118 +301,10 @@ def test_api_keys_are_hashed_entries() -> None:
     assert bearer_token(None) is None
 
 
-# -- idempotency logic (a fake store: the apiserver behaviour is tested in test_api_cluster)
-class FakeStore:
-    """Objects and claims with create-or-409 semantics, like the apiserver."""
+# -- CLI ----------------------------------------------------------------------------------------
+def test_cli_status_shows_the_world_size_once_known() -> None:
+    from kubetune_cli.render import status_lines
 
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.claims: dict[str, dict[str, str]] = {}
-        self.owned: list[str] = []
-
-    def create(self, namespace: str, body: dict[str, Any]) -> JobRecord:
-        name = body["metadata"]["name"]
-        if name in self.objects:
-            raise ConflictError(name)
-        obj = {
-            **body,
-            "metadata": {
-                **body["metadata"],
-                "namespace": namespace,
-                "uid": name,
-                "resourceVersion": "1",
-            },
-        }
-        self.objects[name] = obj
-        return record_from_obj(obj)
-
-    def get_direct(self, namespace: str, name: str) -> JobRecord | None:
-        obj = self.objects.get(name)
-        return record_from_obj(obj) if obj else None
-
-    def create_claim(
-        self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
-    ) -> None:
-        if name in self.claims:
-            raise ConflictError(name)
-        self.claims[name] = data
-
-    def read_claim(self, namespace: str, name: str) -> dict[str, str]:
-        return self.claims[name]
-
-    def own_claim(self, namespace: str, name: str, owner: JobRecord) -> None:
-        self.owned.append(name)
-
-    def by_idempotency(self, namespace: str, key_hash: str) -> JobRecord | None:
-        for obj in self.objects.values():
-            if obj["metadata"].get("labels", {}).get(LABEL_IDEMPOTENCY) == key_hash:
-                return record_from_obj(obj)
-        return None
-
-
-def _builder(info: idempotency.IdempotencyInfo | None) -> Any:
-    def build(job_id: str) -> dict[str, Any]:
-        labels = {LABEL_IDEMPOTENCY: info.key_hash} if info else {}
-        annotations = {"kubetune.io/request-hash": info.request_hash} if info else {}
-        return {
-            "metadata": {
-                "name": job_id.replace("_", "-"),
-                "labels": labels,
-                "annotations": {"kubetune.io/job-id": job_id, **annotations},
-            },
-            "spec": {"model": "tiny"},
-        }
-
-    return build
-
-
-def test_same_key_same_body_gives_the_same_job() -> None:
-    store = FakeStore()
-    info = idempotency.IdempotencyInfo.build(
-        "team-a", "k1", idempotency.request_hash("seed", {"a": 1})
-    )
-    first = idempotency.create_job(store, store, "team-a", _builder(info), info)
-    again = idempotency.create_job(store, store, "team-a", _builder(info), info)
-    assert first.job_id == again.job_id and again.replayed and not first.replayed
-    assert len(store.objects) == 1 and store.owned == [info.claim]
-
-
-def test_same_key_other_body_is_refused() -> None:
-    store = FakeStore()
-    info = idempotency.IdempotencyInfo.build(
-        "team-a", "k1", idempotency.request_hash("seed", {"a": 1})
-    )
-    idempotency.create_job(store, store, "team-a", _builder(info), info)
-    other = idempotency.IdempotencyInfo.build(
-        "team-a", "k1", idempotency.request_hash("seed", {"a": 2})
-    )
-    with pytest.raises(idempotency.IdempotencyMismatchError):
-        idempotency.create_job(store, store, "team-a", _builder(other), other)
-
-
-def test_a_claim_without_its_job_is_completed_by_the_retry() -> None:
-    """The API died after the claim and before the FineTuneJob: the retry creates it."""
-    store = FakeStore()
-    info = idempotency.IdempotencyInfo.build("team-a", "k1", "h")
-    store.claims[info.claim] = {"jobId": "ft_20240115_103045_abc123", "requestHash": "h"}
-    done = idempotency.create_job(store, store, "team-a", _builder(info), info)
-    assert done.job_id == "ft_20240115_103045_abc123"
-    assert "ft-20240115-103045-abc123" in store.objects
-
-
-def test_keys_are_per_tenant() -> None:
-    assert idempotency.claim_name("team-a", "k") != idempotency.claim_name("team-b", "k")
-    assert len(idempotency.claim_name("t", "k" * 255)) <= 63
-    assert idempotency.valid_key("abc-123_XYZ")
-    assert not idempotency.valid_key("has space") and not idempotency.valid_key("")
-
-
-def test_id_collisions_draw_a_new_id() -> None:
-    store = FakeStore()
-    ids = iter(
-        ["ft_20240115_103045_aaaaaa", "ft_20240115_103045_aaaaaa", "ft_20240115_103045_bbbbbb"]
-    )
-    build = _builder(None)
-    idempotency.create_job(store, store, "ns", build, None, make_id=lambda: next(ids))
-    second = idempotency.create_job(store, store, "ns", build, None, make_id=lambda: next(ids))
-    assert second.job_id == "ft_20240115_103045_bbbbbb"
+    base = {"job_id": "ft_20240115_103045_abc123", "status": "running", "progress": 0.5}
+    assert not any(line.startswith("world:") for line in status_lines(base))
+    assert "world:    2" in status_lines({**base, "world_size": 2})

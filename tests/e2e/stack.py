@@ -22,6 +22,9 @@ import httpx
 from api.api_proc import ApiProcess
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubetune_crd.names import LABEL_FINETUNEJOB as FTJ_LABEL
+from kubetune_crd.names import TRAINER_CONTAINER as CONTAINER
+from kubetune_crd.resource import GROUP, PLURAL, VERSION
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.workspace import (
     DATA_CLAIM,
@@ -34,10 +37,6 @@ from support.operator_proc import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
-GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-CONTAINER = "trainer"
-FTJ_LABEL = "kubetune.io/finetunejob"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 T = TypeVar("T")
 
 
@@ -117,6 +116,8 @@ class E2EStack:
                 "NAMESPACES": [self.namespace],
                 "TRAINER_COMMAND": [str(VENV_BIN / "kubetune-trainer")],
                 "TTL_SECONDS_AFTER_FINISHED": "600",
+                # The local node's GPUs are fake: trainers run on CPU unless a test asks.
+                "TRAINER_DEFAULT_GPUS": "0",
                 **settings,
             },
             log_path=self.workdir / "operator.log",
@@ -130,7 +131,6 @@ class E2EStack:
             {
                 "AUTH_DISABLED": True,
                 "NAMESPACE": self.namespace,
-                "DEFAULT_GPUS": 0,
                 "DATA_ROOT": str(self.data_dir),
                 "CHECK_DATASET_EXISTS": True,
                 **settings,

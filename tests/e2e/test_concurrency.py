@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kubetune_crd.names import ANNOTATION_IDEMPOTENCY_KEY, ANNOTATION_JOB_ID, LABEL_IDEMPOTENCY
 
 from e2e.stack import E2EStack
 
@@ -22,9 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 CLIENTS = 20
 BODY = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
-JOB_ID_ANNOTATION = "kubetune.io/job-id"
-KEY_ANNOTATION = "kubetune.io/idempotency-key"
-KEY_LABEL = "kubetune.io/idempotency-key-hash"
 
 
 def run_clients(url: str, plan: list[list[str | None]]) -> list[list[tuple[str | None, int, str]]]:
@@ -64,7 +62,7 @@ def test_200_concurrent_starts_then_repeated_idempotency_keys(stack: E2EStack) -
     assert not errors, f"{len(errors)} of {len(answers)} failed, e.g. {errors[:3]}"
     ids = [a[2] for a in answers]
     assert len(ids) == 200 and len(set(ids)) == 200, f"{len(set(ids))} distinct ids"
-    stored = [o["metadata"]["annotations"][JOB_ID_ANNOTATION] for o in stack.ftjs()]
+    stored = [o["metadata"]["annotations"][ANNOTATION_JOB_ID] for o in stack.ftjs()]
     assert len(stored) == 200, f"{len(stored)} FineTuneJobs stored for 200 answered requests"
     assert set(stored) == set(ids), {
         "answered, not stored": sorted(set(ids) - set(stored))[:5],
@@ -102,11 +100,11 @@ def test_200_concurrent_starts_then_repeated_idempotency_keys(stack: E2EStack) -
     keyed: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for obj in objects:
         meta = obj["metadata"]
-        if KEY_LABEL in (meta.get("labels") or {}):
-            keyed[meta["annotations"][KEY_ANNOTATION]].append(obj)
+        if LABEL_IDEMPOTENCY in (meta.get("labels") or {}):
+            keyed[meta["annotations"][ANNOTATION_IDEMPOTENCY_KEY]].append(obj)
     assert sorted(keyed) == keys, f"{len(keyed)} keys stored"
     assert all(len(v) == 1 for v in keyed.values()), "a key with several FineTuneJobs"
-    assert {v[0]["metadata"]["annotations"][JOB_ID_ANNOTATION] for v in keyed.values()} == key_ids
+    assert {v[0]["metadata"]["annotations"][ANNOTATION_JOB_ID] for v in keyed.values()} == key_ids
     claims = stack.core.list_namespaced_config_map(
         stack.namespace, label_selector="kubetune.io/idempotency=claim"
     ).items

@@ -84,15 +84,20 @@ def test_cancel_mid_run_stops_everything(stack: E2EStack) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
-def test_deleted_trainer_pod_resumes_from_checkpoint(stack: E2EStack) -> None:
+@pytest.mark.timeout(480)
+@pytest.mark.parametrize("gpus", [None, 2], ids=["one-process", "two-processes"])
+def test_deleted_trainer_pod_resumes_from_checkpoint(stack: E2EStack, gpus: int | None) -> None:
     """A force-deleted pod (what a node failure does: no grace, no clean shutdown). The Job
-    starts another pod, whose trainer resumes at the last complete checkpoint."""
+    starts another pod, whose trainer resumes at the last complete checkpoint; with 2 GPUs
+    (two torchrun workers on the local node's fake GPUs) both ranks resume at that step."""
     stack.start_operator()
     stack.start_api()
     total = 60
+    resources = {"resources": {"gpus": gpus}} if gpus else {}
     job_id = stack.start_job(
-        short_job(max_steps=total, checkpoint={"every_steps": 5, "keep": 2}, max_retries=2)
+        short_job(
+            max_steps=total, checkpoint={"every_steps": 5, "keep": 2}, max_retries=2, **resources
+        )
     )
     name = ftj_name(job_id)
     ckpt_root = stack.models_dir / ".checkpoints" / stack.namespace / name

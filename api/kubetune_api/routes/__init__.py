@@ -1,1 +1,1 @@
-"""HTTP routes: the seed's /api/finetune/* and the OpenAI-compatible /v1/fine_tuning/*."""
+"""HTTP routes: the original API's /api/finetune/* and the OpenAI-compatible /v1/fine_tuning/*."""

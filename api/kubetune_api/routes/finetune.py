@@ -1,4 +1,5 @@
-"""`/api/finetune/*`: the seed's endpoints (same shapes), then jobs, cancel, logs, events."""
+"""`/api/finetune/*`: the original API's endpoints (same shapes), then jobs, cancel, logs and
+events."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from kubetune_api.deps import AppState, CurrentTenant, State, find_job, tenant_of
-from kubetune_api.routes.common import gather_events, request_cancel, submit
+from kubetune_api.job_flows import (
+    ORIGINAL_REQUEST_KIND,
+    Submission,
+    gather_events,
+    request_cancel,
+    submit,
+)
+from kubetune_api.request_fields import StartRequest
 from kubetune_api.schemas import (
     CancelResponse,
     CatalogModelInfo,
@@ -19,12 +27,11 @@ from kubetune_api.schemas import (
     JobsResponse,
     JobStatus,
     ModelsResponse,
-    SeedStatus,
-    StartRequest,
+    OriginalStatus,
     StartResponse,
     parameter_ranges,
 )
-from kubetune_api.store import StoreUnavailableError
+from kubetune_api.store.errors import StoreUnavailableError
 from kubetune_api.validation import SUPPORTED_FORMATS
 from kubetune_api.views import job_status, models_view, sort_newest_first
 
@@ -63,7 +70,7 @@ async def info(state: State, tenant: CurrentTenant) -> InfoResponse:
     """What can be fine-tuned, on which data formats, with which parameters."""
     catalog = state.catalog
     return InfoResponse(
-        available=state.store is not None and state.store.synced(),
+        available=state.store is not None and state.store.jobs.synced(),
         supported_models=catalog.aliases,
         supported_formats=list(SUPPORTED_FORMATS),
         endpoints=ENDPOINTS,
@@ -85,7 +92,7 @@ def start(
     body: StartRequest, state: State, tenant: CurrentTenant, idempotency_key: IdempotencyKey = None
 ) -> StartResponse:
     """Start a fine-tuning job: answered 202 once the FineTuneJob is stored."""
-    done = submit(state, tenant, body, idempotency_key, kind="seed")
+    done = submit(state, tenant, body, idempotency_key, Submission(ORIGINAL_REQUEST_KIND))
     return StartResponse(
         job_id=done.job_id, message=f"Fine-tuning lancé pour {body.model}", config=done.config
     )
@@ -93,7 +100,8 @@ def start(
 
 @router.get("/status/{job_id}", response_model=JobStatus, responses=_ERRORS)
 async def status(job_id: str, request: Request) -> Response:
-    """The job's status in the seed's words (`completed` when done), progress and details."""
+    """The job's status in the original API's words (`completed` when done), progress and
+    details (`world_size` and `effective_batch_size` once the operator knows them)."""
     # The hottest read: no sub-dependencies to solve (same checks as `State`/`CurrentTenant`),
     # and the record's pre-serialized JSON as is (`response_model` only documents it: FastAPI
     # does not re-validate a returned Response).
@@ -105,11 +113,7 @@ async def status(job_id: str, request: Request) -> Response:
 @router.get("/models", response_model=ModelsResponse, responses=_ERRORS)
 async def models(state: State, tenant: CurrentTenant) -> ModelsResponse:
     """Fine-tuned models of succeeded jobs, newest first; `latest` marks the newest per base."""
-    store = state.require_store()
-    if store.read_mode == "direct":
-        records = await anyio.to_thread.run_sync(store.list_jobs, tenant.namespace)
-    else:
-        records = store.list_jobs(tenant.namespace)
+    records = await state.require_store().jobs.in_namespace(tenant.namespace)
     return models_view(records)
 
 
@@ -117,21 +121,17 @@ async def models(state: State, tenant: CurrentTenant) -> ModelsResponse:
 async def jobs(
     state: State,
     tenant: CurrentTenant,
-    status: Annotated[SeedStatus | None, Query(description="Only jobs in this status.")] = None,
+    status: Annotated[OriginalStatus | None, Query(description="Only jobs in this status.")] = None,
     model: Annotated[str | None, Query(max_length=256, description="Only this model.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobsResponse:
     """The tenant's jobs, newest first, filtered by status and model, paginated."""
-    store = state.require_store()
-    if store.read_mode == "direct":
-        records = await anyio.to_thread.run_sync(store.list_jobs, tenant.namespace)
-    else:
-        records = store.list_jobs(tenant.namespace)
+    records = await state.require_store().jobs.in_namespace(tenant.namespace)
     selected = [
         r
         for r in sort_newest_first(records)
-        if (status is None or r.seed_status == status) and (model is None or r.model == model)
+        if (status is None or r.original_status == status) and (model is None or r.model == model)
     ]
     page = selected[offset : offset + limit]
     return JobsResponse(
@@ -147,10 +147,10 @@ async def jobs(
 )
 async def cancel(job_id: str, state: State, tenant: CurrentTenant) -> CancelResponse:
     """Ask the operator to stop the job (sets spec.cancel); the job ends as `cancelled`."""
-    rec, updated = await request_cancel(state, tenant, job_id, lambda r: r.seed_status)
+    rec, updated = await request_cancel(state, tenant, job_id, lambda r: r.original_status)
     return CancelResponse(
         job_id=updated.job_id,
-        status=updated.seed_status,
+        status=updated.original_status,
         message="cancellation requested" if not rec.cancel else "cancellation already requested",
     )
 
@@ -170,13 +170,13 @@ async def logs(
     """The trainer's log (latest pod), through the apiserver; `follow=true` streams it."""
     rec = await find_job(state, tenant, job_id)
     store = state.require_store()
-    pods = await anyio.to_thread.run_sync(store.trainer_pods, rec.namespace, rec.name)
+    pods = await anyio.to_thread.run_sync(store.pods.of_job, rec.namespace, rec.name)
     if not pods:
         raise HTTPException(status_code=409, detail=f"job {job_id} has no trainer pod yet")
     pod = pods[-1]
 
     def open_logs() -> Any:
-        return store.open_logs(rec.namespace, pod, follow=follow, tail_lines=tail_lines)
+        return store.pods.open_logs(rec.namespace, pod, follow=follow, tail_lines=tail_lines)
 
     try:
         response = await anyio.to_thread.run_sync(open_logs)
@@ -218,5 +218,5 @@ async def events(job_id: str, state: State, tenant: CurrentTenant) -> EventsResp
     """Kubernetes events of the job, its Job and pods, with its status transitions."""
     rec = await find_job(state, tenant, job_id)
     store = state.require_store()
-    rows = await anyio.to_thread.run_sync(gather_events, store, rec)
+    rows = await anyio.to_thread.run_sync(gather_events, store.pods, rec)
     return EventsResponse(job_id=rec.job_id, events=[ev for _, ev in rows])

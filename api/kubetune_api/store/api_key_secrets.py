@@ -1,0 +1,27 @@
+"""The Secret that maps hashed API keys to tenant namespaces (read by `auth.KeyRing`)."""
+
+from __future__ import annotations
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from kubetune_api.store.errors import raise_for
+
+
+class ApiKeySecrets:
+    """Reads the API keys Secret; the keyring refreshes from it."""
+
+    def __init__(self, core: k8s.CoreV1Api) -> None:
+        self.core = core
+
+    def read(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's data (base64 values, as stored), or None when it does not exist."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=30)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise_for(exc)
+        return {
+            str(k): v if isinstance(v, str) else v.decode() for k, v in (secret.data or {}).items()
+        }
