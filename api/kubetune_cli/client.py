@@ -75,6 +75,10 @@ class KubetuneClient:
             raise ApiRequestError(response.status_code, _detail(response))
         return response.json()
 
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any API call, with the same errors as the named ones (the schedule commands)."""
+        return self._request(method, path, **kwargs)
+
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/api/finetune/info")
         return result

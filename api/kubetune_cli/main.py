@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetune_cli import render
+from kubetune_cli import render, schedules
 from kubetune_cli.client import ApiRequestError, ApiUnreachableError, KubetuneClient
 
 EXIT_JOB_FAILED = 1
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="stop a job, keeping its record")
     cancel.add_argument("job_id")
+    schedules.add_parser(sub)
     return parser
 
 
@@ -164,6 +165,10 @@ def _cancel(args: argparse.Namespace, client: KubetuneClient, console: Console) 
     return _show(console, args, answer, lambda: console.print(line))
 
 
+def _schedule(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    return schedules.run(args, client, console, _wait)
+
+
 COMMANDS: dict[str, Command] = {
     "info": _info,
     "start": _start,
@@ -172,6 +177,7 @@ COMMANDS: dict[str, Command] = {
     "models": _models,
     "logs": _logs,
     "cancel": _cancel,
+    "schedule": _schedule,
 }
 
 

@@ -226,3 +226,31 @@ def world_size(nodes: int, gpus: int) -> int:
 def effective_batch_size(batch_size: int, gradient_accumulation_steps: int, world: int) -> int:
     """Sequences per optimizer step: per-process batch x accumulation steps x world size."""
     return batch_size * gradient_accumulation_steps * world
+
+
+# --- FineTuneSchedule runs (the operator creates them; the API's run-now too) ----------------
+LABEL_SCHEDULE = "kubetune.io/schedule"
+"""On each FineTuneJob a FineTuneSchedule started: the schedule's name."""
+ANNOTATION_SCHEDULED_TIME = "kubetune.io/scheduled-time"
+"""The slot (RFC 3339, UTC) a schedule's FineTuneJob ran for; for a run-now, the request time."""
+ANNOTATION_SCHEDULE_TRIGGER = "kubetune.io/schedule-trigger"
+TRIGGER_SCHEDULE = "schedule"
+TRIGGER_MANUAL = "manual"
+SCHEDULE_NAME_MAX = 33
+"""A schedule's name leaves room for its runs' `-now-YYYYmmddHHMMSS` within 52 characters."""
+
+
+def scheduled_job_name(schedule: str, slot: datetime) -> str:
+    """`<schedule>-YYYYmmddHHMM` (the slot in UTC): one name per slot, whoever creates it."""
+    return f"{schedule}-{slot.astimezone(timezone.utc):%Y%m%d%H%M}"
+
+
+def manual_job_name(schedule: str, when: datetime) -> str:
+    """`<schedule>-now-YYYYmmddHHMMSS` (UTC): a run asked for by hand at `when`."""
+    return f"{schedule}-now-{when.astimezone(timezone.utc):%Y%m%d%H%M%S}"
+
+
+# --- Trainer failure messages (the trainer writes them, the operator classifies them) ---------
+OUT_OF_MEMORY_MARKERS = ("out of memory", "outofmemoryerror", "cuda oom")
+"""A failed trainer whose message holds one of these (lower-cased) ran out of memory: the
+trainer starts its out-of-memory messages with the first, the operator reports OutOfMemory."""

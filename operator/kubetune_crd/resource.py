@@ -1,4 +1,5 @@
-"""The FineTuneJob resource as a whole: identity constants and the typed object."""
+"""The FineTuneJob resource as a whole: identity constants and the typed object (and the
+FineTuneSchedule's identity constants)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ SINGULAR = "finetunejob"
 SHORT_NAMES = ["ftj"]
 CATEGORIES = ["kubetune"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# FineTuneSchedule (its typed object lives in kubetune_crd.schedule: it needs croniter).
+SCHEDULE_KIND = "FineTuneSchedule"
+SCHEDULE_PLURAL = "finetuneschedules"
+SCHEDULE_SINGULAR = "finetuneschedule"
+SCHEDULE_SHORT_NAMES = ["fts"]
+SCHEDULE_CRD_NAME = f"{SCHEDULE_PLURAL}.{GROUP}"
 
 
 class FineTuneJob(CamelModel):

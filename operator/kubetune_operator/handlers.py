@@ -8,7 +8,8 @@ builders and status derivation; `controller.Controller` keeps the cache and the 
 - batch/v1 Jobs and pods labelled `app.kubernetes.io/managed-by=kubetune` (server-side
   label selectors, so the operator never receives unrelated Jobs or pods);
 - core/v1 Events with `type=Warning` (server-side field selector), kept only when they
-  are about one of our Jobs or pods (FailedCreate, FailedScheduling...).
+  are about one of our Jobs or pods (FailedCreate, FailedScheduling...);
+- FineTuneSchedules and their runs: schedule_handlers.py, started and stopped here.
 
 Deletion needs no handler and no finalizer: the Job's owner reference lets the garbage
 collector delete it (and its pods) with the FineTuneJob.
@@ -22,6 +23,7 @@ from typing import Any, cast
 import kopf
 from kubetune_crd.resource import GROUP, PLURAL, VERSION
 
+from kubetune_operator import schedule_handlers
 from kubetune_operator.controller import Controller
 from kubetune_operator.informer_cache import JOB_SELECTOR, POD_SELECTOR
 from kubetune_operator.kube import ApiError, KubeClient, load_configuration
@@ -60,8 +62,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctl = Controller(ours, client)
     try:
         await ctl.start()
+        await schedule_handlers.start(ours, client)
     except (OSError, ApiError) as exc:
         # e.g. the progress port is taken, or no permission: exit instead of retrying quietly
+        await schedule_handlers.stop()
         await ctl.stop()
         raise kopf.PermanentError(f"cannot start: {exc}") from exc
     _state["controller"] = ctl
@@ -69,6 +73,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    await schedule_handlers.stop()
     ctl = _state.pop("controller", None)
     if ctl is not None:
         await ctl.stop()

@@ -27,6 +27,25 @@ NAMESPACED_RULES: list[Rule] = [
         "verbs": ["get", "patch", "update"],
     },
     {
+        # a FineTuneSchedule's runs: create one per slot, cancel one (patch spec.cancel) under
+        # concurrencyPolicy Replace, delete those beyond the history limits
+        "apiGroups": ["kubetune.io"],
+        "resources": ["finetunejobs"],
+        "verbs": ["create", "patch", "delete"],
+    },
+    {
+        # watch FineTuneSchedules
+        "apiGroups": ["kubetune.io"],
+        "resources": ["finetuneschedules"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        # write a schedule's status (last and next run, active runs, counts, conditions)
+        "apiGroups": ["kubetune.io"],
+        "resources": ["finetuneschedules/status"],
+        "verbs": ["get", "patch", "update"],
+    },
+    {
         # create the trainer Job, adopt it after a 409, set its TTL, delete it on cancel
         "apiGroups": ["batch"],
         "resources": ["jobs"],

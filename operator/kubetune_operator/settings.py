@@ -165,6 +165,14 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         default=30.0, gt=0.0, description="Re-derive unfinished jobs at least this often."
     )
+    schedule_check_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        description=(
+            "Re-check each FineTuneSchedule at least this often, besides waking at its next "
+            "slot (bounds how late a slot starts after a clock step or a lost timer)."
+        ),
+    )
     peering_name: str | None = Field(
         default=None,
         description="kopf peering name (needs kopf's peering CRDs); unset runs standalone.",
