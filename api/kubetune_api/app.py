@@ -16,10 +16,11 @@ from kubetune_api.auth import KeyRing
 from kubetune_api.deps import AppState, resolver_with_timeout
 from kubetune_api.error_answers import install_error_handlers
 from kubetune_api.metrics import Metrics
-from kubetune_api.routes import finetune, openai, ops
+from kubetune_api.routes import finetune, openai, ops, schedules
 from kubetune_api.service import Resolver
 from kubetune_api.settings import Settings
 from kubetune_api.store.cluster import ClusterStore
+from kubetune_api.store.finetunejobs import CACHE_READS
 
 log = logging.getLogger("kubetune_api")
 
@@ -30,6 +31,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON_PREFIXES = ("/api/", "/v1/")
+CACHE_AGE_HEADER = b"x-kubetune-cache-age"
+"""On answers that read the watch cache: whole seconds it may lag the apiserver."""
 
 
 class BodyTooLargeError(Exception):
@@ -38,7 +41,8 @@ class BodyTooLargeError(Exception):
 
 class RequestGuard:
     """Pure ASGI middleware (cheap on the hot path): body cap (413), JSON bodies sent without
-    a JSON content type (the original API's `curl -d` examples), request metrics and access logs."""
+    a JSON content type (the original API's `curl -d` examples), the cache age header on
+    cached reads, request metrics and access logs."""
 
     def __init__(self, app: ASGIApp, *, state: AppState) -> None:
         self.app = app
@@ -55,11 +59,15 @@ class RequestGuard:
         start = time.perf_counter()
         status_holder = [500]
         started = [False]
+        cache_reads: list[bool] = []
+        reads_token = CACHE_READS.set(cache_reads)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
                 started[0] = True
+                if cache_reads:
+                    _add_cache_age(message, self.state)
             await send(message)
 
         headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -86,6 +94,7 @@ class RequestGuard:
                 if not started[0]:
                     await _plain_error(send_wrapper, 413, f"request body larger than {cap} bytes")
         finally:
+            CACHE_READS.reset(reads_token)
             self._record(scope, status_holder[0], time.perf_counter() - start)
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
@@ -95,6 +104,16 @@ class RequestGuard:
         self.state.metrics.observe(method, route_path, status, elapsed)
         if self.state.settings.access_log and log.isEnabledFor(logging.INFO):
             _access_log(method, scope["path"], route_path, status, elapsed, scope)
+
+
+def _add_cache_age(message: Message, state: AppState) -> None:
+    """`X-Kubetune-Cache-Age` on an answer that read the job cache."""
+    store = state.store
+    if store is None:
+        return
+    age = store.jobs.cache_age()
+    if age != float("inf"):
+        message["headers"] = [*message.get("headers", ()), (CACHE_AGE_HEADER, b"%d" % age)]
 
 
 def _read_as_json(scope: Scope) -> None:
@@ -188,6 +207,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     app.include_router(finetune.router)
     app.include_router(openai.router)
     app.include_router(ops.router)
+    app.include_router(schedules.router)
 
     app.add_middleware(RequestGuard, state=state)
     return app

@@ -15,6 +15,7 @@ from kubetune_api.metrics import Metrics
 from kubetune_api.service import Resolver
 from kubetune_api.settings import Settings
 from kubetune_api.store.cluster import ClusterStore
+from kubetune_api.store.errors import API_KEYS_NOT_LOADED, NOT_CONNECTED, StoreUnavailableError
 from kubetune_api.validation import resolve_host
 from kubetune_api.views import JobRecord
 
@@ -51,7 +52,9 @@ class AppState:
 
     def require_store(self) -> ClusterStore:
         if self.store is None:
-            raise HTTPException(status_code=503, detail="not connected to the cluster yet")
+            raise StoreUnavailableError(
+                "not connected to the Kubernetes API server yet", reason=NOT_CONNECTED
+            )
         return self.store
 
 
@@ -67,12 +70,15 @@ State = Annotated[AppState, Depends(app_state)]
 
 def tenant_of(request: Request, state: AppState) -> Tenant:
     """The caller's tenant: from the bearer API key, or the configured namespace (auth off);
-    401 otherwise. Plain function, so hot routes can call it without dependency resolution."""
+    401 otherwise (503 while no API key has been loaded yet: the apiserver did not answer).
+    Plain function, so hot routes can call it without dependency resolution."""
     if state.settings.auth_disabled:
         return state.default_tenant
-    token = bearer_token(request.headers.get("authorization"))
     keyring = state.keyring
-    tenant = keyring.lookup(token) if (token and keyring is not None) else None
+    if keyring is None or not keyring.loaded.is_set():  # no key is known yet: not the caller's
+        raise StoreUnavailableError("the API keys are not loaded yet", reason=API_KEYS_NOT_LOADED)
+    token = bearer_token(request.headers.get("authorization"))
+    tenant = keyring.lookup(token) if token else None
     if tenant is None:
         raise HTTPException(
             status_code=401,

@@ -2,13 +2,17 @@
 `{"error": {message, type, param, code}}` on `/v1/*`.
 
 Validation errors are 422 naming the field (pydantic's errors as they are, or one OpenAI
-`param`), the apiserver being unreachable is 503, HTTPExceptions keep their status.
+`param`), HTTPExceptions keep their status. The apiserver being unreachable (or the cache
+too stale to answer from) is 503 with `Retry-After` and the cause: `{"detail", "reason"}` on
+`/api/*`, OpenAI's shape with the reason as `code` on `/v1/*`. Anything else unexpected is a
+JSON 500 carrying a request id (also in the log line with the traceback), never the error.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -25,6 +29,7 @@ log = logging.getLogger("kubetune_api")
 _UNION_BRANCH = re.compile(r"^(literal\[.*\]|constrained-\w+)$")
 """The branch pydantic appends to the location of an error inside a union (`"auto" | int`)."""
 _OPENAI_CODES = {404: "not_found", 401: "invalid_api_key", 409: "conflict"}
+_CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 
 
 def _is_openai(request: Request) -> bool:
@@ -90,18 +95,39 @@ async def on_mismatch(request: Request, exc: IdempotencyMismatchError) -> Respon
     return validation_response(request, [error])
 
 
-async def on_store(request: Request, exc: StoreUnavailableError) -> Response:
-    log.error("apiserver request failed: %s", exc)
-    detail = "the cluster is unavailable, try again"
-    if exc.status == 403:
-        detail = "the API is not allowed to do this in your namespace"
+def _retry_after(request: Request) -> dict[str, str]:
+    seconds: int = request.app.state.kubetune.settings.retry_after_seconds
+    return {"Retry-After": str(seconds)}
+
+
+def _unavailable(request: Request, detail: str, reason: str, retry: bool) -> Response:
+    """503 naming the cause; `Retry-After` when the same request may succeed later."""
+    headers = _retry_after(request) if retry else None
     if _is_openai(request):
-        return _openai_error(503, detail, None, "unavailable")
-    return JSONResponse(status_code=503, content={"detail": detail})
+        code = _CAMEL_HUMP.sub("_", reason).lower()  # ApiServerUnavailable -> api_server_...
+        response = _openai_error(503, detail, None, code)
+        response.headers.update(headers or {})
+        return response
+    return JSONResponse(
+        status_code=503, content={"detail": detail, "reason": reason}, headers=headers
+    )
+
+
+async def on_store(request: Request, exc: StoreUnavailableError) -> Response:
+    log.warning(
+        "apiserver request failed",
+        extra={
+            "path": request.url.path,
+            "reason": exc.reason,
+            "status": exc.status,
+            "error": repr(exc.__cause__) if exc.__cause__ else exc.detail,
+        },
+    )
+    return _unavailable(request, exc.detail, exc.reason, exc.retry)
 
 
 async def on_conflict(request: Request, exc: ConflictError) -> Response:
-    return JSONResponse(status_code=503, content={"detail": str(exc)})
+    return _unavailable(request, str(exc), "Conflict", retry=True)
 
 
 async def on_not_found(request: Request, exc: NotFoundError) -> Response:
@@ -119,6 +145,24 @@ async def on_http(request: Request, exc: HTTPException) -> Response:
     return response
 
 
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """The last resort: a JSON 500 with a request id to find the traceback in the log."""
+    request_id = uuid.uuid4().hex
+    log.error(
+        "unhandled error",
+        exc_info=exc,
+        extra={"request_id": request_id, "path": request.url.path},
+    )
+    message = f"internal error (request id {request_id})"
+    headers = {"X-Request-Id": request_id}
+    if _is_openai(request):
+        response = _openai_error(500, message, None, "internal_error")
+        response.headers.update(headers)
+        return response
+    content = {"detail": message, "reason": "InternalError", "request_id": request_id}
+    return JSONResponse(status_code=500, content=content, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     handlers: list[tuple[type[Exception], Any]] = [
         (RequestValidationError, on_validation),
@@ -128,6 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (ConflictError, on_conflict),
         (NotFoundError, on_not_found),
         (HTTPException, on_http),
+        (Exception, on_unexpected),
     ]
     for exc_class, handler in handlers:
         app.exception_handler(exc_class)(handler)

@@ -31,15 +31,22 @@ class _StoreCollector(Collector):
         restarts = GaugeMetricFamily(
             "kubetune_api_watch_restarts", "Watch interruptions resumed since start"
         )
+        relists = GaugeMetricFamily(
+            "kubetune_api_cache_relists", "Full LISTs of the job cache (start, 410 Gone)"
+        )
+        age = GaugeMetricFamily(
+            "kubetune_api_cache_age_seconds",
+            "Seconds the job cache may lag the apiserver (0 while its watch is connected)",
+        )
         if store is not None:
             tally = TallyCounter(rec.phase or "Pending" for rec in store.jobs.cache.all())
             for phase in PHASES:
                 jobs.add_metric([phase], tally.get(phase, 0))
             synced.add_metric([], 1.0 if store.jobs.synced() else 0.0)
             restarts.add_metric([], store.jobs.watch_restarts())
-        yield jobs
-        yield synced
-        yield restarts
+            relists.add_metric([], store.jobs.relists())
+            age.add_metric([], store.jobs.cache_age())
+        yield from (jobs, synced, restarts, relists, age)
 
 
 class Metrics:

@@ -58,7 +58,19 @@ class Settings(BaseSettings):
     )
     cache_sync_timeout_seconds: float = Field(default=30.0, gt=0)
     watch_timeout_seconds: int = Field(
-        default=300, ge=10, description="Server-side timeout of one watch request."
+        default=60,
+        ge=10,
+        description="Server-side timeout of one watch request; a watch silent for 15 s "
+        "longer counts as lost.",
+    )
+    cache_max_staleness_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="While the watch is down, cached reads are answered for this long after "
+        "the apiserver last answered, then 503 (and /readyz reports not ready).",
+    )
+    retry_after_seconds: int = Field(
+        default=5, ge=1, description="Retry-After of the 503 answers (apiserver unreachable)."
     )
     client_pool_size: int = Field(
         default=32, ge=1, description="HTTP connections to the apiserver."

@@ -43,6 +43,12 @@ class _Jobs:
     def watch_restarts(self) -> int:
         return 0
 
+    def relists(self) -> int:
+        return 1
+
+    def cache_age(self) -> float:
+        return 0.0
+
 
 def _client(settings: Settings, keys: dict[str, str] | None = None) -> Iterator[TestClient]:
     app = create_app(settings)
@@ -52,6 +58,7 @@ def _client(settings: Settings, keys: dict[str, str] | None = None) -> Iterator[
     if keys is not None:
         ring = KeyRing(lambda: None, refresh_seconds=3600)
         ring._keys = {hash_key(key): ns for key, ns in keys.items()}
+        ring.loaded.set()
         state.keyring = ring
     yield TestClient(app)  # not entered: no lifespan, nothing connects to a cluster
 

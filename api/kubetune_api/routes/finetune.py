@@ -31,7 +31,7 @@ from kubetune_api.schemas import (
     StartResponse,
     parameter_ranges,
 )
-from kubetune_api.store.errors import StoreUnavailableError
+from kubetune_api.store.errors import TRANSPORT_ERRORS, StoreUnavailableError
 from kubetune_api.validation import SUPPORTED_FORMATS
 from kubetune_api.views import job_status, models_view, sort_newest_first
 
@@ -70,7 +70,7 @@ async def info(state: State, tenant: CurrentTenant) -> InfoResponse:
     """What can be fine-tuned, on which data formats, with which parameters."""
     catalog = state.catalog
     return InfoResponse(
-        available=state.store is not None and state.store.jobs.synced(),
+        available=state.store is not None and state.store.jobs.health().ready,
         supported_models=catalog.aliases,
         supported_formats=list(SUPPORTED_FORMATS),
         endpoints=ENDPOINTS,
@@ -185,10 +185,7 @@ async def logs(
             raise HTTPException(status_code=409, detail=str(exc)) from None
         raise
     if not follow:
-        try:
-            data: bytes = await anyio.to_thread.run_sync(response.read)
-        finally:
-            response.release_conn()
+        data = await anyio.to_thread.run_sync(store.pods.read_log, response)
         return PlainTextResponse(data)
     return StreamingResponse(_stream(response), media_type="text/plain; charset=utf-8")
 
@@ -201,7 +198,10 @@ async def _stream(response: Any) -> AsyncIterator[bytes]:
 
     try:
         while True:
-            chunk: bytes = await anyio.to_thread.run_sync(next_chunk, abandon_on_cancel=True)
+            try:
+                chunk: bytes = await anyio.to_thread.run_sync(next_chunk, abandon_on_cancel=True)
+            except TRANSPORT_ERRORS:  # the apiserver went away mid-stream: end the log there
+                break
             if not chunk:
                 break
             yield chunk

@@ -64,7 +64,9 @@ def create_job(
         name = job_id_to_name(done.job_id)
         rec = state.require_store().jobs.cache.get(tenant.namespace, name) if name else None
     if rec is None:
-        raise HTTPException(status_code=503, detail="job stored but not readable yet")
+        raise HTTPException(
+            status_code=503, detail="job stored but not readable yet", headers={"Retry-After": "1"}
+        )
     return to_openai(rec)
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from kubetune_api.store.errors import raise_for
+from kubetune_api.store.errors import REQUEST_TIMEOUT, NotFoundError, translated
 
 
 class ApiKeySecrets:
@@ -17,11 +16,12 @@ class ApiKeySecrets:
     def read(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data (base64 values, as stored), or None when it does not exist."""
         try:
-            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=30)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise_for(exc)
+            with translated():
+                secret = self.core.read_namespaced_secret(
+                    name, namespace, _request_timeout=REQUEST_TIMEOUT
+                )
+        except NotFoundError:
+            return None
         return {
             str(k): v if isinstance(v, str) else v.decode() for k, v in (secret.data or {}).items()
         }

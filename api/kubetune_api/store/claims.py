@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from kubetune_crd.resource import API_VERSION, KIND
 
-from kubetune_api.store.errors import raise_for
+from kubetune_api.store.errors import CALL_ERRORS, REQUEST_TIMEOUT, translated
 from kubetune_api.views import JobRecord
 
 log = logging.getLogger(__name__)
@@ -30,16 +29,16 @@ class IdempotencyClaims:
     ) -> None:
         """Create the claim; ConflictError when it exists already."""
         body = k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=name, labels=labels), data=data)
-        try:
-            self.core.create_namespaced_config_map(namespace, body, _request_timeout=30)
-        except ApiException as exc:
-            raise_for(exc)
+        with translated():
+            self.core.create_namespaced_config_map(
+                namespace, body, _request_timeout=REQUEST_TIMEOUT
+            )
 
     def read(self, namespace: str, name: str) -> dict[str, str]:
-        try:
-            cm = self.core.read_namespaced_config_map(name, namespace, _request_timeout=30)
-        except ApiException as exc:
-            raise_for(exc)
+        with translated():
+            cm = self.core.read_namespaced_config_map(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         return dict(cm.data or {})
 
     def own(self, namespace: str, name: str, owner: JobRecord) -> None:
@@ -49,6 +48,9 @@ class IdempotencyClaims:
         reference = {"apiVersion": API_VERSION, "kind": KIND, "name": owner.name, "uid": owner.uid}
         patch = {"metadata": {"ownerReferences": [reference]}}
         try:
-            self.core.patch_namespaced_config_map(name, namespace, patch, _request_timeout=30)
-        except ApiException as exc:
-            log.warning("could not own claim %s/%s: %s", namespace, name, exc.reason)
+            self.core.patch_namespaced_config_map(
+                name, namespace, patch, _request_timeout=REQUEST_TIMEOUT
+            )
+        except CALL_ERRORS as exc:
+            cause = getattr(exc, "reason", exc)
+            log.warning("could not own claim %s/%s: %s", namespace, name, cause)

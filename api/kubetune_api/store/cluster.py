@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from urllib3.util.retry import Retry
 
 from kubetune_api.settings import Settings
 from kubetune_api.store.api_key_secrets import ApiKeySecrets
@@ -26,6 +27,10 @@ def make_api_client(kubeconfig: str | None, pool_size: int) -> k8s.ApiClient:
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = pool_size
+    # A refused connection is tried three times within a second and a read (GET only, as
+    # urllib3 never repeats a write once sent) twice: an unreachable apiserver is answered
+    # 503 in about a second (urllib3's default tries four times, each up to the timeout).
+    configuration.retries = Retry(total=2, connect=2, read=1, backoff_factor=0.2)
     return k8s.ApiClient(configuration)
 
 
@@ -50,6 +55,7 @@ class ClusterStore:
             scopes=scopes,
             read_mode=settings.read_mode,
             watch_timeout=settings.watch_timeout_seconds,
+            max_staleness=settings.cache_max_staleness_seconds,
         )
         return cls(
             api_client, jobs, IdempotencyClaims(core), TrainerPods(core), ApiKeySecrets(core)

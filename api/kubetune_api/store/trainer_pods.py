@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from kubetune_crd.names import LABEL_FINETUNEJOB, TRAINER_CONTAINER
 
-from kubetune_api.store.errors import raise_for
+from kubetune_api.store.errors import REQUEST_TIMEOUT, translated
 
 JOB_NAME_LABEL = "job-name"
 """The label the Job controller puts on its pods (the Job is named like the FineTuneJob)."""
@@ -25,12 +24,10 @@ class TrainerPods:
         """The job's trainer pods, oldest first."""
         pods: dict[str, Any] = {}
         for selector in (f"{JOB_NAME_LABEL}={name}", f"{LABEL_FINETUNEJOB}={name}"):
-            try:
+            with translated():
                 found = self.core.list_namespaced_pod(
-                    namespace, label_selector=selector, _request_timeout=30
+                    namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
                 )
-            except ApiException as exc:
-                raise_for(exc)
             for pod in found.items or []:
                 pods[str(pod.metadata.name if pod.metadata else "")] = pod
         return sorted(pods.values(), key=lambda p: (p.metadata.creation_timestamp, p.metadata.name))
@@ -40,14 +37,12 @@ class TrainerPods:
         names = {name} | {p.metadata.name for p in self.of_job(namespace, name)}
         out: list[Any] = []
         for involved in sorted(names):
-            try:
+            with translated():
                 found = self.core.list_namespaced_event(
                     namespace,
                     field_selector=f"involvedObject.name={involved}",
-                    _request_timeout=30,
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
-            except ApiException as exc:
-                raise_for(exc)
             out.extend(found.items)
         return out
 
@@ -60,13 +55,20 @@ class TrainerPods:
         kwargs: dict[str, Any] = {
             "follow": follow,
             "_preload_content": False,
-            "_request_timeout": (10, 3600 if follow else 60),
+            "_request_timeout": (REQUEST_TIMEOUT[0], 3600 if follow else 60),
         }
         if container:
             kwargs["container"] = container
         if tail_lines is not None:
             kwargs["tail_lines"] = tail_lines
-        try:
+        with translated():
             return self.core.read_namespaced_pod_log(pod.metadata.name, namespace, **kwargs)
-        except ApiException as exc:
-            raise_for(exc)
+
+    def read_log(self, response: Any) -> bytes:
+        """The whole body of a log opened with `follow=False` (the connection released)."""
+        try:
+            with translated():
+                data: bytes = response.read()
+                return data
+        finally:
+            response.release_conn()
