@@ -6,10 +6,22 @@ act on, so commands never print a stack trace for an unreachable API or a reject
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+
+READ_RETRY_BUDGET_S = 120.0
+"""How long a read keeps honouring `Retry-After` before it reports the 503."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The answer's `Retry-After` in seconds (1 to 30), or None when it names none."""
+    try:
+        return min(max(float(response.headers["Retry-After"]), 1.0), 30.0)
+    except (KeyError, ValueError):
+        return None
 
 
 class ApiUnreachableError(Exception):
@@ -64,16 +76,29 @@ class KubetuneClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        # A read the API cannot serve right now (its Kubernetes API server is away) says when
+        # to come back: wait and read again, for a bounded time. Writes are never re-sent.
+        waited = 0.0
+        while method == "GET" and response.status_code == 503 and waited < READ_RETRY_BUDGET_S:
+            pause = _retry_after(response)
+            if pause is None:
+                break
+            time.sleep(pause)
+            waited += pause
+            response = self._send(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiRequestError(response.status_code, _detail(response))
+        return response.json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiUnreachableError(
                 f"cannot reach the kubetune API at {self.base_url} ({exc.__class__.__name__}: "
                 f"{exc}). Is it running? Try `make dev-up`, or set --api-url / KUBETUNE_API_URL."
             ) from exc
-        if response.status_code >= 400:
-            raise ApiRequestError(response.status_code, _detail(response))
-        return response.json()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Any API call, with the same errors as the named ones (the schedule commands)."""
