@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # On 2-core machines OpenMP's default spin-wait slows training 10-20x under load.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install test test-fast lint bench crds cluster-up cluster-down dev-up dev-down demo
+.PHONY: help install test test-fast lint bench crds cluster-up cluster-down dev-up dev-down demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -45,19 +45,22 @@ bench: install ## benchmarks under tests/bench (ratios against a baseline run si
 crds: install ## regenerate manifests/crds (and the chart's copy) from the typed models
 	$(PY) -m kubetune_crd.generate
 
-cluster-up: install ## start the local cluster (idempotent); last line: export KUBECONFIG=...
+cluster-up: install ## start (or repair) the local cluster, its data kept; last line: export KUBECONFIG=...
 	@bash hack/build-k8s.sh
 	@bash hack/cluster-up.sh
 
-cluster-down: ## stop the local cluster, leaving none of its processes
+cluster-down: ## stop the local cluster, leaving none of its processes (its data stays)
 	@bash hack/cluster-down.sh
 
 dev-up: install ## cluster + CRD + operator + API on 127.0.0.1:5002
 	@bash hack/build-k8s.sh
 	@bash hack/dev-up.sh
 
-dev-down: ## stop what dev-up started
+dev-down: ## stop what dev-up started (jobs, models and their files stay)
 	@bash hack/dev-down.sh
+
+clean: ## stop everything and DELETE the local cluster's data (jobs, trained models, volumes)
+	@bash hack/clean.sh
 
 demo: install ## the whole product on the local cluster: a fine-tune through the HTTP API
 	@bash hack/build-k8s.sh

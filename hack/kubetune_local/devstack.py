@@ -4,9 +4,11 @@ dev-up starts (or finds healthy) the local cluster, installs the CRD, creates th
 data claims in the dev namespace, seeds them (the offline tiny base model, the sample
 refrigeration datasets at the seed's path `data/frigo_training.csv`), then runs the operator
 and the API (authentication off, said loudly) as background processes whose PIDs and logs
-live in `<repo>/.local/dev/`. dev-down stops exactly those processes, then the cluster.
-demo = dev-up, then the seed's request over HTTP with a live progress bar, then the status
-and the model list. Usage: `python -m kubetune_local.devstack up|down|demo`.
+live in `<repo>/.local/dev/`. dev-down stops exactly those processes, then the cluster; the
+cluster's data (jobs, models and their files) stays for the next dev-up. `clean` stops
+everything and deletes that data. demo = dev-up, then the seed's request over HTTP with a
+live progress bar, then the status and the model list.
+Usage: `python -m kubetune_local.devstack up|down|demo|clean`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune_local import procs
-from kubetune_local.cluster import REPO, ClusterError, LocalCluster, default_state_dir, down, up
+from kubetune_local.cluster import (
+    NODE_NAME,
+    REPO,
+    ClusterError,
+    LocalCluster,
+    clean,
+    default_state_dir,
+    down,
+    up,
+)
 from kubetune_local.workspace import (
     DATA_CLAIM,
     TINY_MODEL_SUBDIR,
@@ -182,7 +193,8 @@ def prepare_namespace(cluster: LocalCluster) -> None:
 def dev_up() -> LocalCluster:
     state = default_state_dir()
     state.mkdir(parents=True, exist_ok=True)
-    cluster = up(state, int(os.environ.get("KUBETUNE_NODE_GPUS", "2")), "kubetune-local-0", None)
+    gpus = os.environ.get("KUBETUNE_NODE_GPUS")
+    cluster = up(state, int(gpus) if gpus else None, NODE_NAME, None)
     prepare_namespace(cluster)
     for service in services(cluster):
         service.start()
@@ -202,6 +214,17 @@ def dev_down() -> None:
     for service in reversed(services(cluster) if cluster else _detached_services()):
         service.stop()
     down(state)
+
+
+def dev_clean() -> None:
+    """Stop the dev stack, then delete the cluster's data and the dev stack's files."""
+    state = default_state_dir()
+    cluster = LocalCluster.load(state)
+    for service in reversed(services(cluster) if cluster else _detached_services()):
+        service.stop()
+    clean(state)
+    shutil.rmtree(DEV_DIR, ignore_errors=True)
+    say(f"deleted the local cluster's data and {DEV_DIR}")
 
 
 def _detached_services() -> list[Service]:
@@ -248,7 +271,7 @@ def demo() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubetune_local.devstack", description=__doc__)
-    parser.add_argument("action", choices=["up", "down", "demo"])
+    parser.add_argument("action", choices=["up", "down", "demo", "clean"])
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
@@ -257,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.action == "down":
             dev_down()
+            return 0
+        if args.action == "clean":
+            dev_clean()
             return 0
         return demo()
     except (ClusterError, RuntimeError, subprocess.CalledProcessError) as exc:

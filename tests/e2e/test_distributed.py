@@ -69,7 +69,7 @@ def test_two_gpu_job_trains_on_two_processes(stack: E2EStack) -> None:
     assert steps == sorted(set(steps)) and steps[-1] == 8, steps
     assert len(stack.model_dirs()) == 1 and stack.models()["total"] == 1
     loaded = check_model_loads(stack.models_dir / "models" / stack.model_dirs()[0], stack.tiny_dir)
-    assert loaded.get("adapter") == "PeftModel", loaded
+    assert loaded.get("adapter", "").startswith("PeftModel"), loaded
     print(f"processes seen in the pod: {len(pids)}; steps {steps[0]}..{steps[-1]}")
 
 

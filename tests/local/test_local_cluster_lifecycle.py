@@ -1,4 +1,5 @@
-"""cluster-up is idempotent and cluster-down leaves no process behind (own state dir)."""
+"""cluster-up is idempotent, cluster-down leaves no process behind but keeps the data, and
+`clean` deletes it (own state dir)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 
 import pytest
 from kubetune_local import procs
-from kubetune_local.cluster import REPO, ClusterError, binaries
+from kubetune_local.cluster import REPO, ClusterError, binaries, clean
 from kubetune_local.testing import cluster_unavailable, start_cluster, stop_cluster, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -23,7 +24,7 @@ def test_cluster_up_is_idempotent_and_down_leaves_nothing() -> None:
         cluster_unavailable(str(exc))
     try:
         assert out1.strip().splitlines()[-1] == f"export KUBECONFIG={state / 'kubeconfig'}"
-        second, out2 = start_cluster(state)
+        second, out2 = start_cluster(state, fresh=False)
         assert "already up" in out2
         assert out2.strip().splitlines()[-1] == f"export KUBECONFIG={state / 'kubeconfig'}"
         assert second.pids == first.pids
@@ -56,3 +57,6 @@ def test_cluster_up_is_idempotent_and_down_leaves_nothing() -> None:
         assert not procs.alive(pid)
     out = stop_cluster(state)  # twice is fine
     assert "no local cluster running" in out
+    assert (state / "etcd").is_dir() and (state / "cluster.json").is_file()  # data kept
+    clean(state)  # what `make clean` does to the cluster
+    assert not state.exists()

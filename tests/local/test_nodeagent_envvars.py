@@ -118,7 +118,7 @@ def test_parse_quantity() -> None:
 
 
 def test_host_env_passes_host_quirks_and_makes_openmp_sleep_by_default() -> None:
-    from kubetune_local.nodeagent.pod import host_env
+    from kubetune_local.nodeagent.container import host_env
 
     env = host_env({"LANG": "C.UTF-8", "SECRET_TOKEN": "x", "OPENBLAS_CORETYPE": "haswell"})
     assert env == {"LANG": "C.UTF-8", "OPENBLAS_CORETYPE": "haswell", "OMP_WAIT_POLICY": "PASSIVE"}

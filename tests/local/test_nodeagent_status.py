@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from kubetune_local.nodeagent.container import default_argv
 from kubetune_local.nodeagent.logserver import select_lines
-from kubetune_local.nodeagent.pod import default_argv
 from kubetune_local.nodeagent.status import (
     ContainerRecord,
     Terminated,

@@ -1,11 +1,15 @@
 """The kubetune node agent: a small stand-in for the kubelet on the local cluster.
 
-It registers a Node (GPUs included), keeps it Ready, runs the pods bound to it as local
-processes in the project's Python environment, reports their status and serves their logs.
-Modules: `config` (flags), `node` (Node object), `agent` (pod watch and dispatch), `pod`
-(one pod's lifecycle), `process` and `launch` (one container process in its own mount
-namespace), `envvars`, `volumes`, `status` (pure rules), `cgroups`, `logserver`,
-`kube` (API calls); claims are bound by `kubetune_local.provisioner`, run in the agent.
+It registers a Node (the machine's NVIDIA GPUs, or fake ones), keeps it Ready, runs the pods
+bound to it as local processes in the project's Python environment under their security
+context, reports their status and serves their logs. Modules: `config` (flags), `node` (Node
+object), `devices` (GPUs and their allocation), `agent` (pod watch and dispatch, re-adoption
+after a restart), `pod` (one pod's lifecycle), `container` (one container's launch spec),
+`security` (securityContext rules), `process` and `shim` (one container run, watched by a
+shim that outlives the agent), `launch` and `linux` (the container's mount namespace, user
+and restrictions), `envvars`, `volumes` and `ownership` (fsGroup), `status` (pure rules),
+`cgroups`, `logserver`, `kube` (API calls); claims are bound by `kubetune_local.provisioner`,
+run in the agent.
 
 `main` imports lazily so `python -m kubetune_local.nodeagent.launch` starts fast.
 """

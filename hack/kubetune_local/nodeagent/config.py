@@ -18,6 +18,9 @@ class AgentConfig:
     pv_root: Path
     node_name: str = "kubetune-local-0"
     gpus: int = 2
+    """Fake GPUs to advertise when the machine has no NVIDIA GPU (see `devices`)."""
+    fake_gpus: bool = False
+    """Advertise the fake GPUs even when nvidia-smi finds real ones."""
     port: int = 10250
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -58,7 +61,13 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         "--gpus",
         type=int,
         default=int(_env("KUBETUNE_NODE_GPUS", "2")),
-        help="nvidia.com/gpu to advertise",
+        help="fake nvidia.com/gpu to advertise when nvidia-smi finds no GPU",
+    )
+    p.add_argument(
+        "--fake-gpus",
+        action="store_true",
+        default=_env("KUBETUNE_FAKE_GPUS", "") in ("1", "true", "yes"),
+        help="advertise the fake GPUs even on a machine with NVIDIA GPUs",
     )
     p.add_argument(
         "--port",
@@ -86,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         pv_root=Path(a.pv_root).resolve() if a.pv_root else state / "pv",
         node_name=a.node_name,
         gpus=a.gpus,
+        fake_gpus=a.fake_gpus,
         port=a.port,
         tls_cert=Path(a.tls_cert) if a.tls_cert else None,
         tls_key=Path(a.tls_key) if a.tls_key else None,

@@ -1,5 +1,8 @@
 """The Node object: registration with capacity (GPUs included) and the Ready heartbeat.
 
+GPUs are the machine's NVIDIA GPUs when nvidia-smi lists some (their count, and labels
+naming the product), else the configured number of fake ones (`devices`).
+
 The scheduler places pods only on a Ready node whose allocatable resources fit, and the
 node lifecycle controller marks a node NotReady (and taints it) after 40 s without a status
 update, so the agent re-posts its conditions every `heartbeat_seconds` (10 s by default).
@@ -14,9 +17,10 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubetune_crd.names import now_rfc3339
 
 from kubetune_local.nodeagent.config import AgentConfig
-from kubetune_local.nodeagent.status import now, rfc3339
+from kubetune_local.nodeagent.devices import RESOURCE, NodeGpus
 
 Obj = dict[str, Any]
 KUBELET_VERSION = "v1.20.2-kubetune-local"
@@ -31,20 +35,20 @@ def memory_kib() -> int:
     return 0
 
 
-def capacity(cfg: AgentConfig) -> dict[str, str]:
-    """What the node offers: the machine's CPUs and memory, 110 pods and the configured GPUs."""
+def capacity(gpus: NodeGpus) -> dict[str, str]:
+    """What the node offers: the machine's CPUs and memory, 110 pods and its GPUs."""
     return {
         "cpu": str(os.cpu_count() or 1),
         "memory": f"{memory_kib()}Ki",
         "pods": "110",
         "ephemeral-storage": "100Gi",
-        "nvidia.com/gpu": str(cfg.gpus),
+        RESOURCE: str(gpus.count),
     }
 
 
-def node_status(cfg: AgentConfig) -> Obj:
+def node_status(cfg: AgentConfig, gpus: NodeGpus) -> Obj:
     """The node's full status, with fresh heartbeat times."""
-    stamp = rfc3339(now())
+    stamp = now_rfc3339()
 
     def cond(kind: str, status: str, reason: str, message: str) -> Obj:
         return {
@@ -56,7 +60,7 @@ def node_status(cfg: AgentConfig) -> Obj:
             "lastTransitionTime": stamp,
         }
 
-    cap = capacity(cfg)
+    cap = capacity(gpus)
     return {
         "capacity": cap,
         "allocatable": cap,
@@ -89,8 +93,9 @@ def node_status(cfg: AgentConfig) -> Obj:
 class NodeRegistration:
     """Creates the Node if needed and keeps its status fresh."""
 
-    def __init__(self, cfg: AgentConfig, api_client: client.ApiClient) -> None:
+    def __init__(self, cfg: AgentConfig, api_client: client.ApiClient, gpus: NodeGpus) -> None:
         self.cfg = cfg
+        self.gpus = gpus
         self.core: Any = client.CoreV1Api(api_client)
         self._transition: dict[str, str] = {}
 
@@ -101,6 +106,7 @@ class NodeRegistration:
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64",
             "kubetune.dev/local-node": "true",
+            **self.gpus.labels(),
         }
         body = {
             "apiVersion": "v1",
@@ -117,7 +123,7 @@ class NodeRegistration:
 
     def heartbeat(self) -> None:
         """Post the node's status (Ready=True) with a fresh heartbeat time."""
-        status = node_status(self.cfg)
+        status = node_status(self.cfg, self.gpus)
         for condition in status["conditions"]:
             first = self._transition.setdefault(condition["type"], condition["lastTransitionTime"])
             condition["lastTransitionTime"] = first

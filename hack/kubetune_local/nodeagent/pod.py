@@ -6,7 +6,9 @@ per `restartPolicy` (back-off 1 s doubling to 30 s, shorter than the kubelet's);
 Pending -> Running -> Succeeded/Failed with each container's real exit code. On deletion the
 whole process group gets SIGTERM, then SIGKILL after the pod's grace period capped at
 `max_grace_seconds` (so a deleted pod's processes are gone within 5 s), and the pod object
-is removed with grace period 0. `securityContext` is ignored: every container runs as root.
+is removed with grace period 0. Each container runs as its securityContext says (see
+`security` and `launch`). A pod whose containers a previous agent started (they run on under
+their shims) is re-adopted: its running containers are watched again, not started twice.
 """
 
 from __future__ import annotations
@@ -17,71 +19,36 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kubetune_local.nodeagent.cgroups import cluster_prefix
+from kubetune_crd.names import parse_time, utc_now
+
 from kubetune_local.nodeagent.config import AgentConfig
-from kubetune_local.nodeagent.envvars import (
-    ConfigError,
-    expand_command,
-    parse_quantity,
-    resolve_env,
-)
+from kubetune_local.nodeagent.container import ContainerSpecs
+from kubetune_local.nodeagent.devices import Allocator
+from kubetune_local.nodeagent.envvars import ConfigError
 from kubetune_local.nodeagent.kube import Kube
-from kubetune_local.nodeagent.process import ContainerProcess, LaunchSpec
+from kubetune_local.nodeagent.process import ContainerProcess
 from kubetune_local.nodeagent.status import (
     FALLBACK_LOG_LINES,
     ContainerRecord,
     Terminated,
     desired_conditions,
     exit_code_of,
-    now,
     pod_phase,
     pod_status,
     terminated_reason,
     termination_message,
     update_conditions,
 )
-from kubetune_local.nodeagent.volumes import Mount, VolumeBuilder, mount_plan
+from kubetune_local.nodeagent.volumes import VolumeBuilder
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
-
-# Passed through from the agent to every container: host quirks, not configuration.
-PASSTHROUGH = (
-    "OMP_WAIT_POLICY",
-    "OPENBLAS_CORETYPE",
-    "OPENBLAS_L2_SIZE",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-)
-
-
-def host_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The agent's host quirks every container inherits. This node shares its few cores with
-    the control plane: OpenMP threads sleep instead of spinning unless the host says otherwise
-    (spinning slows a trainer 10-20x there; in a real Job the trainer keeps the library's default).
-    """
-    env = {k: environ[k] for k in PASSTHROUGH if k in environ}
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
-
-
-def default_argv(image: str, args: list[str], path: str) -> list[str]:
-    """What runs when a container has no `command` (the image's ENTRYPOINT is unknown here).
-
-    Args that start with a program on PATH run as they are (images like `python` have no
-    ENTRYPOINT); otherwise the image's base name, when it is a program on PATH (the
-    `kubetune-trainer` image runs `kubetune-trainer`), is put in front of them.
-    """
-    if args and shutil.which(args[0], path=path):
-        return args
-    name = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
-    return [name, *args] if name and shutil.which(name, path=path) else []
+Adopted = dict[str, tuple[Path, int]]
+"""container name -> (launch spec path, shim PID) of containers a previous agent started."""
 
 
 def tail_lines(path: Path, lines: int) -> str:
@@ -93,10 +60,29 @@ def tail_lines(path: Path, lines: int) -> str:
     return "".join(line.split(" ", 1)[1] if " " in line else line for line in data)
 
 
+def previous_end(terminated: Obj, when: datetime) -> Terminated:
+    """A container's end as a previous agent reported it."""
+    return Terminated(
+        int(terminated.get("exitCode") or 0),
+        str(terminated.get("reason") or "Error"),
+        parse_time(terminated.get("startedAt")) or when,
+        parse_time(terminated.get("finishedAt")) or when,
+        str(terminated.get("message") or ""),
+        terminated.get("signal"),
+    )
+
+
 class PodWorker(threading.Thread):
     """Runs one pod to completion (or deletion)."""
 
-    def __init__(self, pod: Obj, cfg: AgentConfig, kube: Kube) -> None:
+    def __init__(
+        self,
+        pod: Obj,
+        cfg: AgentConfig,
+        kube: Kube,
+        allocator: Allocator | None = None,
+        adopted: Adopted | None = None,
+    ) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.pod = pod
@@ -115,15 +101,19 @@ class PodWorker(threading.Thread):
         self.pod_dir = cfg.pods_dir / key
         self.log_dir = cfg.logs_dir / key
         self.conditions: dict[str, Any] = {}
-        self.start_time = now()
+        self.start_time = parse_time((pod.get("status") or {}).get("startTime")) or utc_now()
+        self.allocator = allocator
         self.stopping = threading.Event()
         self.grace = float(spec.get("terminationGracePeriodSeconds", 30))
         self.processes: dict[str, ContainerProcess] = {}
         self.volumes: VolumeBuilder | None = None
+        self.containers: ContainerSpecs | None = None
         self.finished = False
         self.delete_when_stopped = False
         self._lock = threading.RLock()
-        self._adopt_previous_status(pod.get("status") or {})
+        if allocator is not None:
+            allocator.restore(self.uid, self.pod_dir)
+        self._adopt_previous_status(pod.get("status") or {}, adopted or {})
 
     # ---- lifecycle -------------------------------------------------------------------
     def request_stop(self, grace: float | None = None) -> None:
@@ -144,6 +134,7 @@ class PodWorker(threading.Thread):
             log.exception("pod %s/%s: worker failed", self.ns, self.pod_name)
         finally:
             self._kill_all()
+            self._release_devices()
             self.finished = True
             if self.delete_when_stopped:
                 self.kube.delete_pod(self.ns, self.pod_name, self.uid)
@@ -160,6 +151,15 @@ class PodWorker(threading.Thread):
             self.kube.lookup,
             self._token,
             os.cpu_count() or 1,
+        )
+        self.containers = ContainerSpecs(
+            self.pod,
+            self.cfg,
+            self.pod_dir,
+            self.log_dir,
+            self.kube.lookup,
+            self.volumes,
+            self.allocator,
         )
         while not self.stopping.is_set():
             try:
@@ -193,6 +193,7 @@ class PodWorker(threading.Thread):
                     self.volumes.refresh_tokens()
                 except Exception:
                     log.exception("pod %s/%s: token refresh failed", self.ns, self.pod_name)
+        self._release_devices()
         if not self.stopping.is_set():
             self._report()
 
@@ -224,14 +225,20 @@ class PodWorker(threading.Thread):
                 return
             backoff = min(backoff * 2, 30.0)
 
-    def _run_once(self, spec: Obj, rec: ContainerRecord) -> int | None:
-        """Start the container, wait for it, record how it ended. None: it could not start."""
+    def _start(self, spec: Obj, rec: ContainerRecord) -> ContainerProcess | None:
+        """The container's process: the one re-adopted from a previous agent, else a new run.
+        None when it could not start (the reason is in `rec`)."""
+        with self._lock:
+            adopted = self.processes.get(rec.name)
+        if adopted is not None and rec.running:
+            return adopted
         try:
-            launch = self._launch_spec(spec, rec)
+            assert self.containers is not None
+            launch = self.containers.build(spec, rec)
             with self._lock:
                 if self.stopping.is_set():
                     return None
-                proc = ContainerProcess(launch)
+                proc = ContainerProcess.start(launch)
                 self.processes[rec.name] = proc
         except ConfigError as exc:
             rec.waiting_reason, rec.waiting_message = "CreateContainerConfigError", str(exc)
@@ -244,91 +251,33 @@ class PodWorker(threading.Thread):
             return None
         with self._lock:
             rec.waiting_message = ""
-            rec.start(proc.pid, now())
+            rec.start(proc.pid, utc_now())
+        return proc
+
+    def _run_once(self, spec: Obj, rec: ContainerRecord) -> int | None:
+        """Start the container, wait for it, record how it ended. None: it could not start."""
+        proc = self._start(spec, rec)
+        if proc is None:
+            return None
         self._report()
-        started = rec.started_at or now()
+        started = rec.started_at or utc_now()
         returncode, oom = proc.wait()
         code, sig = exit_code_of(returncode)
-        tlog = launch.spec_path.with_suffix(".termination-log")
+        tlog = proc.spec_path.with_suffix(".termination-log")
         message = termination_message(
             tlog,
             spec.get("terminationMessagePolicy") or "File",
             code != 0,
-            tail_lines(launch.log_path, FALLBACK_LOG_LINES),
+            tail_lines(proc.log_path, FALLBACK_LOG_LINES),
         )
         with self._lock:
             self.processes.pop(rec.name, None)
-            rec.finish(Terminated(code, terminated_reason(code, oom), started, now(), message, sig))
+            reason = terminated_reason(code, oom)
+            rec.finish(Terminated(code, reason, started, utc_now(), message, sig))
         log.info("pod %s/%s container %s exited %s", self.ns, self.pod_name, rec.name, code)
         if not self.stopping.is_set():
             self._report()
         return code
-
-    def _launch_spec(self, spec: Obj, rec: ContainerRecord) -> LaunchSpec:
-        path = f"{self.cfg.python_bin}:{os.environ.get('PATH', '/usr/local/bin:/usr/bin:/bin')}"
-        env = resolve_env(
-            self.pod, spec, self._base_env(path), self.kube.lookup, os.cpu_count() or 1
-        )
-        command, args = expand_command(spec, env)
-        argv = command + args if command else default_argv(rec.image, args, env.get("PATH", path))
-        if not argv:
-            raise ConfigError(
-                f"container {rec.name!r} has no command and image {rec.image!r} maps to no program"
-            )
-        run = rec.restart_count + (1 if rec.terminated is not None else 0)
-        cdir = self.pod_dir / "containers" / rec.name
-        cdir.mkdir(parents=True, exist_ok=True)
-        assert self.volumes is not None
-        mounts = mount_plan(spec, self.volumes.paths, self.volumes.kinds, env)
-        tlog = cdir / f"{run}.termination-log"
-        tlog.write_bytes(b"")
-        mounts.append(
-            Mount(tlog, spec.get("terminationMessagePath") or "/dev/termination-log", False)
-        )
-        # Without a workingDir the container starts in a directory of the agent, opened
-        # before the volumes are mounted: a mountPath over its parent (an emptyDir at /tmp
-        # with the state dir under /tmp) must not hide it.
-        host_workdir = not spec.get("workingDir")
-        workdir = spec.get("workingDir") or str(cdir / "work")
-        if host_workdir:
-            Path(workdir).mkdir(parents=True, exist_ok=True)
-        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
-        launcher_env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETUNE_POD")}
-        launcher_env.update(self._markers())
-        return LaunchSpec(
-            argv=argv,
-            env=env,
-            workdir=workdir,
-            host_workdir=host_workdir,
-            mounts=mounts,
-            log_path=self.log_dir / rec.name / f"{run}.log",
-            spec_path=cdir / f"{run}.json",
-            launcher_env=launcher_env,
-            cgroup_name=f"{cluster_prefix(self.cfg.cluster_marker)}{self.uid}-{rec.name}-{run}",
-            memory_limit=int(parse_quantity(limit)) if limit else None,
-        )
-
-    def _markers(self) -> dict[str, str]:
-        """Variables that let the agent and cluster-down find every process of this pod."""
-        return {"KUBETUNE_LOCAL_CLUSTER": self.cfg.cluster_marker, "KUBETUNE_POD_UID": self.uid}
-
-    def _base_env(self, path: str) -> dict[str, str]:
-        env = host_env(os.environ)
-        port = str(self.cfg.api_port)
-        env.update(
-            {
-                "PATH": path,
-                "HOME": "/root",
-                "HOSTNAME": self.pod_name,
-                "PYTHONUNBUFFERED": "1",
-                "KUBERNETES_SERVICE_HOST": self.cfg.api_host,
-                "KUBERNETES_SERVICE_PORT": port,
-                "KUBERNETES_SERVICE_PORT_HTTPS": port,
-                "KUBERNETES_PORT": f"tcp://{self.cfg.api_host}:{port}",
-            }
-        )
-        env.update(self._markers())
-        return env
 
     def _token(self, audience: str | None, expiration: int) -> tuple[str, float]:
         return self.kube.token(self.pod, audience, expiration)
@@ -357,11 +306,12 @@ class PodWorker(threading.Thread):
         self.join(timeout)
 
     # ---- status ------------------------------------------------------------------------
-    def _adopt_previous_status(self, status: Obj) -> None:
+    def _adopt_previous_status(self, status: Obj, adopted: Adopted) -> None:
         """A pod already Running when the agent starts was run by a previous agent.
 
-        Its processes were stopped at start-up, so each started container counts as ended
-        (exit 137); restartPolicy then decides whether it runs again.
+        Containers whose shims still run are re-adopted: running, same PID, same restart
+        count. Any other started container counts as ended (exit 137): its processes were
+        stopped at start-up, and restartPolicy decides whether it runs again.
         """
         if status.get("phase") != "Running":
             return
@@ -369,20 +319,47 @@ class PodWorker(threading.Thread):
             c.get("type") == "Initialized" and c.get("status") == "True"
             for c in status.get("conditions") or []
         )
-        when = now()
-        if initialized:
-            for rec in self.inits:
-                rec.finish(Terminated(0, "Completed", when, when))
-        previous = {c["name"]: c for c in status.get("containerStatuses") or []}
-        for rec in self.mains:
-            old = previous.get(rec.name)
-            if old is None or (
-                "waiting" in (old.get("state") or {}) and not old.get("restartCount")
-            ):
-                continue
+        when = utc_now()
+        previous = {
+            c["name"]: c
+            for c in (status.get("initContainerStatuses") or [])
+            + (status.get("containerStatuses") or [])
+        }
+        for rec in self.inits + self.mains:
+            old = previous.get(rec.name) or {}
             rec.restart_count = int(old.get("restartCount") or 0)
-            rec.pid = 0
-            rec.finish(Terminated(137, "Error", when, when, "stopped: the node agent restarted"))
+            state = old.get("state") or {}
+            if rec.name in adopted and self._readopt(rec, state, *adopted[rec.name]):
+                continue
+            if initialized and any(rec is init for init in self.inits):
+                rec.finish(Terminated(0, "Completed", when, when))
+            elif "terminated" in state:
+                rec.finish(previous_end(state["terminated"], when))
+            elif "running" in state or rec.restart_count:
+                rec.pid = 0
+                rec.finish(
+                    Terminated(137, "Error", when, when, "stopped: the node agent restarted")
+                )
+
+    def _readopt(self, rec: ContainerRecord, state: Obj, spec_path: Path, shim: int) -> bool:
+        proc = ContainerProcess.adopt(spec_path, shim)
+        if proc is None:
+            return False
+        running = state.get("running") or {}
+        rec.start(proc.pid, parse_time(running.get("startedAt")) or utc_now())
+        self.processes[rec.name] = proc
+        log.info(
+            "pod %s/%s: re-adopted container %s (pid %d)",
+            self.ns,
+            self.pod_name,
+            rec.name,
+            proc.pid,
+        )
+        return True
+
+    def _release_devices(self) -> None:
+        if self.allocator is not None:
+            self.allocator.release(self.uid)
 
     def _waiting_all(self, reason: str, message: str) -> None:
         for rec in self.inits + self.mains:
@@ -397,7 +374,7 @@ class PodWorker(threading.Thread):
         """Patch the pod's status from the current records."""
         with self._lock:
             phase = self._phase()
-            when = now()
+            when = utc_now()
             self.conditions = update_conditions(
                 self.conditions, desired_conditions(phase, self.inits, self.mains), when
             )

@@ -8,23 +8,15 @@ operator depend on -- phase, terminated state with the real exit code, reason
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from kubetune_crd.names import format_time
 
 Obj = dict[str, Any]
 MAX_MESSAGE_BYTES = 4096
 FALLBACK_LOG_LINES = 80
-
-
-def now() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(timezone.utc)
-
-
-def rfc3339(when: datetime) -> str:
-    """Seconds-precision RFC 3339, as the API server stores `metav1.Time`."""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -42,8 +34,8 @@ class Terminated:
         out: Obj = {
             "exitCode": self.exit_code,
             "reason": self.reason,
-            "startedAt": rfc3339(self.started_at),
-            "finishedAt": rfc3339(self.finished_at),
+            "startedAt": format_time(self.started_at),
+            "finishedAt": format_time(self.finished_at),
             "containerID": container_id,
         }
         if self.message:
@@ -94,7 +86,7 @@ class ContainerRecord:
         if self.terminated is not None:
             state = {"terminated": self.terminated.to_api(self.container_id)}
         elif self.started_at is not None:
-            state = {"running": {"startedAt": rfc3339(self.started_at)}}
+            state = {"running": {"startedAt": format_time(self.started_at)}}
         else:
             waiting: Obj = {"reason": self.waiting_reason}
             if self.waiting_message:
@@ -202,9 +194,14 @@ def pod_status(
         "hostIP": "127.0.0.1",
         "podIP": "127.0.0.1",
         "podIPs": [{"ip": "127.0.0.1"}],
-        "startTime": rfc3339(start_time),
+        "startTime": format_time(start_time),
         "conditions": [
-            {"type": kind, "status": st, "lastTransitionTime": rfc3339(t), "lastProbeTime": None}
+            {
+                "type": kind,
+                "status": st,
+                "lastTransitionTime": format_time(t),
+                "lastProbeTime": None,
+            }
             for kind, (st, t) in sorted(conditions.items())
         ],
         "containerStatuses": [c.to_api() for c in mains],

@@ -8,6 +8,9 @@ and `secret`, `configMap`, `downwardAPI` and `projected` (including `serviceAcco
 obtained with the TokenRequest API) are files written into a directory. `mount_plan` is pure:
 it turns a container's `volumeMounts` into (source, target, read-only) bind mounts.
 
+With a pod-level `fsGroup`, emptyDirs, writable claims and the secret-like volumes are given
+to that group as the kubelet does (`ownership`), so a non-root pod can use them.
+
 Mount points that do not exist are created on the host (empty directories or files, e.g.
 `/var/run/secrets/kubernetes.io/serviceaccount`, `/dev/termination-log`): directories are
 not namespaced. Containers share the host's filesystem, so a mountPath over the repository
@@ -30,6 +33,7 @@ from kubetune_local.nodeagent.envvars import (
     field_value,
     resource_value,
 )
+from kubetune_local.nodeagent.ownership import apply_fs_group, make_empty_dir
 
 Obj = dict[str, Any]
 # (audience, expirationSeconds) -> (token, expiry as a UNIX time)
@@ -123,40 +127,52 @@ class VolumeBuilder:
     kinds: dict[str, str] = field(default_factory=dict)
     _tokens: list[_Token] = field(default_factory=list)
 
+    @property
+    def fs_group(self) -> int | None:
+        group = ((self.pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+        return int(group) if group is not None else None
+
     def build(self) -> dict[str, Path]:
         """Create every volume of the pod; raises ConfigError when a required source is missing."""
-        ns = self.pod["metadata"].get("namespace", "default")
         for volume in (self.pod.get("spec") or {}).get("volumes") or []:
             name = volume["name"]
             kind = volume_kind(volume)
             self.kinds[name] = kind
-            source = volume.get(kind) or {}
-            target = self.pod_dir / "volumes" / name
-            if kind == "persistentVolumeClaim":
-                target = self.pv_root / ns / source["claimName"]
-                target.mkdir(parents=True, exist_ok=True)
-            elif kind == "hostPath":
-                target = Path(source["path"])
-                if source.get("type") in ("DirectoryOrCreate", None, "") and not target.exists():
-                    target.mkdir(parents=True, exist_ok=True)
-            elif kind in ("secret", "configMap"):
-                self._write_ref(target, kind, ns, source)
-            elif kind == "downwardAPI":
-                write_files(
-                    target,
-                    downward_files(
-                        self.pod,
-                        source.get("items") or [],
-                        source.get("defaultMode"),
-                        self.node_cpus,
-                    ),
-                )
-            elif kind == "projected":
-                self._write_projected(target, ns, source)
-            else:  # emptyDir and anything unsupported: a fresh directory
-                target.mkdir(parents=True, exist_ok=True)
-            self.paths[name] = target
+            self.paths[name] = self._build_one(name, kind, volume.get(kind) or {})
         return self.paths
+
+    def _build_one(self, name: str, kind: str, source: Obj) -> Path:
+        """Materialise one volume; the host path its mounts bind."""
+        ns = self.pod["metadata"].get("namespace", "default")
+        target = self.pod_dir / "volumes" / name
+        group = self.fs_group
+        if kind == "persistentVolumeClaim":
+            target = self.pv_root / str(ns) / str(source["claimName"])
+            target.mkdir(parents=True, exist_ok=True)
+            if group is not None and not source.get("readOnly"):
+                apply_fs_group(target, group)
+            return target
+        if kind == "hostPath":
+            host = Path(str(source["path"]))
+            if source.get("type") in ("DirectoryOrCreate", None, "") and not host.exists():
+                host.mkdir(parents=True, exist_ok=True)
+            return host
+        if kind in ("secret", "configMap"):
+            self._write_ref(target, kind, ns, source)
+        elif kind == "downwardAPI":
+            items = source.get("items") or []
+            mode = source.get("defaultMode")
+            write_files(target, downward_files(self.pod, items, mode, self.node_cpus))
+        elif kind == "projected":
+            self._write_projected(target, ns, source)
+        else:  # emptyDir and anything unsupported: a fresh directory
+            make_empty_dir(target)
+            if group is not None:
+                apply_fs_group(target, group)
+            return target
+        if group is not None:
+            apply_fs_group(target, group, read_only=True)
+        return target
 
     def _write_ref(
         self, target: Path, kind: str, ns: str, source: Obj, mode: int | None = None
@@ -214,6 +230,9 @@ class VolumeBuilder:
         now = time.time()
         token.refresh_at = now + 0.8 * max(expiry - now, 1.0)
         write_files(token.directory, {token.path: (value, mode if mode is not None else 0o600)})
+        group = self.fs_group
+        if group is not None:
+            apply_fs_group(token.directory / token.path, group, read_only=True)
 
     def refresh_tokens(self) -> None:
         """Renew projected service-account tokens past 80% of their lifetime (as the kubelet)."""
