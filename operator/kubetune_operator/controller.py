@@ -31,6 +31,7 @@ from kubetune_operator.capabilities import ServerCapabilities, capabilities_for
 from kubetune_operator.informer_cache import JOB_SELECTOR, POD_SELECTOR, InformerCache
 from kubetune_operator.kube import ApiError, KubeClient, ftj_path, job_path, pod_path
 from kubetune_operator.kube_objects import Key, Obj, key_of, labels_of, meta, owner_uid
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.pod_readers import job_finished, pod_phase
 from kubetune_operator.progress_server import ProgressServer
 from kubetune_operator.reconciler import Reconciler
@@ -49,6 +50,7 @@ class Controller:
         client: KubeClient,
         capabilities: ServerCapabilities | None = None,
         catalog: Catalog | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -61,6 +63,7 @@ class Controller:
             self.queue,
             catalog or load_catalog(settings.catalog_file),
             capabilities or ServerCapabilities(),
+            metrics or OperatorMetrics(),
         )
         self.progress: ProgressServer | None = None
         self._workers: list[asyncio.Task[None]] = []

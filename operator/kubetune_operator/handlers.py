@@ -27,6 +27,7 @@ from kubetune_operator import schedule_handlers
 from kubetune_operator.controller import Controller
 from kubetune_operator.informer_cache import JOB_SELECTOR, POD_SELECTOR
 from kubetune_operator.kube import ApiError, KubeClient, load_configuration
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.settings import OperatorSettings
 
 log = logging.getLogger("kubetune.operator")
@@ -38,9 +39,10 @@ def _obj(event: kopf.RawEvent) -> dict[str, Any]:
     return cast(dict[str, Any], event["object"])
 
 
-def configure(settings: OperatorSettings) -> None:
-    """Set the settings the next operator run uses (main() calls this before kopf starts)."""
+def configure(settings: OperatorSettings, metrics: OperatorMetrics) -> None:
+    """Set the settings and metrics the next operator run uses (main() calls this first)."""
     _state["settings"] = settings
+    _state["metrics"] = metrics
 
 
 def controller() -> Controller:
@@ -53,16 +55,17 @@ def controller() -> Controller:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ours: OperatorSettings = _state.get("settings") or OperatorSettings()
+    metrics: OperatorMetrics = _state.get("metrics") or OperatorMetrics()
     settings.posting.enabled = False  # our own Events, one per transition (events.py)
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching (RBAC)
     settings.watching.label_selectors["batch", "v1", "jobs"] = JOB_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = POD_SELECTOR
     settings.watching.field_selectors["v1", "events"] = "type=Warning"
     client = KubeClient(load_configuration(), ours.api_connections)
-    ctl = Controller(ours, client)
+    ctl = Controller(ours, client, metrics=metrics)
     try:
         await ctl.start()
-        await schedule_handlers.start(ours, client)
+        await schedule_handlers.start(ours, client, metrics)
     except (OSError, ApiError) as exc:
         # e.g. the progress port is taken, or no permission: exit instead of retrying quietly
         await schedule_handlers.stop()
@@ -79,9 +82,10 @@ async def cleanup(**_: Any) -> None:
         await ctl.stop()
 
 
-@kopf.on.probe(id="controller")
-def probe(**_: Any) -> dict[str, Any]:
-    return controller().probe()
+def probe() -> dict[str, Any] | None:
+    """The liveness answer (health_server.py); None until startup() is done."""
+    ctl = _state.get("controller")
+    return ctl.probe() if ctl is not None else None
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -4,7 +4,8 @@
     kubetune-operator --print-rbac              # the ClusterRole it needs, as YAML
 
 Peering is off unless `KUBETUNE_PEERING_NAME` is set (kopf's peering CRDs must then exist);
-the liveness endpoint is `http://KUBETUNE_LIVENESS_BIND:KUBETUNE_LIVENESS_PORT/healthz`.
+the liveness endpoint is `http://KUBETUNE_LIVENESS_BIND:KUBETUNE_LIVENESS_PORT/healthz`, and
+Prometheus metrics are at `/metrics` on the same server (health_server.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import kopf
 import yaml
 
 from kubetune_operator import rbac
+from kubetune_operator.health_server import HealthServer
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.settings import OperatorSettings
 
 
@@ -40,19 +43,20 @@ async def run(settings: OperatorSettings) -> None:
     """Run the operator until SIGINT/SIGTERM."""
     from kubetune_operator import handlers  # registers the kopf handlers
 
-    handlers.configure(settings)
-    liveness = (
-        f"http://{settings.liveness_bind}:{settings.liveness_port}/healthz"
-        if settings.liveness_port is not None
-        else None
-    )
-    await kopf.operator(
-        standalone=settings.peering_name is None,
-        peering_name=settings.peering_name,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=liveness,
-    )
+    metrics = OperatorMetrics()
+    handlers.configure(settings, metrics)
+    health = HealthServer(handlers.probe, metrics)
+    if settings.liveness_port is not None:
+        await health.start(settings.liveness_bind, settings.liveness_port)
+    try:
+        await kopf.operator(
+            standalone=settings.peering_name is None,
+            peering_name=settings.peering_name,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+        )
+    finally:
+        await health.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

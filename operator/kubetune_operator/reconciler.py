@@ -8,7 +8,8 @@
    their Jobs, a worker that just created one re-queues its key (at the back) instead of
    writing the status now, so a burst of creations is not slowed down by status writes.
 2. Derive the status (pure `status_derivation`) and write the difference (merge patch on the
-   status subresource); post an Event for each transition once the write succeeded.
+   status subresource); post an Event for each transition once the write succeeded, and
+   count a phase change (metrics.py).
 3. Only after a terminal status is written: delete a still-running Job (cancel, or a bad-input
    exit on servers without podFailurePolicy) and give a finished Job its
    `ttlSecondsAfterFinished`, so the Job disappears only once its outcome is copied; a
@@ -41,6 +42,7 @@ from kubetune_operator.informer_cache import InformerCache
 from kubetune_operator.job_builder import make_job
 from kubetune_operator.kube import ApiError, KubeClient, ftj_path, job_path
 from kubetune_operator.kube_objects import Key, Obj, meta, owner_uid
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.owned_objects import (
     JOB,
     NETWORK_POLICY,
@@ -90,6 +92,7 @@ class Reconciler:
         queue: WorkQueue[Key],
         catalog: Catalog,
         capabilities: ServerCapabilities,
+        metrics: OperatorMetrics,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -97,6 +100,7 @@ class Reconciler:
         self.queue = queue
         self.catalog = catalog
         self.capabilities = capabilities
+        self.metrics = metrics
         self.progress: ProgressServer | None = None
         self.progress_base_url: str | None = None
         self.timings = CreateTimings()
@@ -172,6 +176,7 @@ class Reconciler:
         if created.adopted:
             return created
         self.jobs_created += 1
+        self.metrics.job_created()
         since_seen = self.timings.created(key, dequeued, post_start, post_end)
         log.info(
             "created Job %s/%s (%.0f ms after its watch event; create call %.0f ms)",
@@ -224,6 +229,7 @@ class Reconciler:
                 return  # deleted meanwhile
             raise
         self.cache.store_ftj(updated)
+        self.metrics.phase_written((obj.get("status") or {}).get("phase"), new.get("phase"))
         if transitions:
             # Events are best effort: posted in the background, never holding a worker.
             task = asyncio.create_task(

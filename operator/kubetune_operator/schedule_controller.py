@@ -19,6 +19,7 @@ from kubetune_crd.resource import GROUP, PLURAL, VERSION
 
 from kubetune_operator.kube import KubeClient
 from kubetune_operator.kube_objects import Key, Obj
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.schedule_cache import ScheduleCache
 from kubetune_operator.schedule_reconciler import ScheduleReconciler
 from kubetune_operator.settings import OperatorSettings
@@ -32,12 +33,16 @@ WORKERS = 2
 class ScheduleController:
     """Everything the schedule side holds in memory; one per operator process."""
 
-    def __init__(self, settings: OperatorSettings, client: KubeClient) -> None:
+    def __init__(
+        self, settings: OperatorSettings, client: KubeClient, metrics: OperatorMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.client = client
         self.cache = ScheduleCache()
         self.queue: WorkQueue[Key] = WorkQueue()
-        self.reconciler = ScheduleReconciler(settings, client, self.cache)
+        self.reconciler = ScheduleReconciler(
+            settings, client, self.cache, metrics or OperatorMetrics()
+        )
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._workers: list[asyncio.Task[None]] = []
 

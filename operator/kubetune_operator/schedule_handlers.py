@@ -17,15 +17,16 @@ from kubetune_crd import names
 from kubetune_crd.resource import GROUP, PLURAL, SCHEDULE_PLURAL, VERSION
 
 from kubetune_operator.kube import KubeClient
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.schedule_controller import ScheduleController
 from kubetune_operator.settings import OperatorSettings
 
 _state: dict[str, ScheduleController] = {}
 
 
-async def start(settings: OperatorSettings, client: KubeClient) -> None:
+async def start(settings: OperatorSettings, client: KubeClient, metrics: OperatorMetrics) -> None:
     """Start the schedule side (handlers.startup calls this once the client is ready)."""
-    schedules = ScheduleController(settings, client)
+    schedules = ScheduleController(settings, client, metrics)
     await schedules.start()
     _state["controller"] = schedules
 

@@ -9,7 +9,7 @@
    A 409 means that slot's run exists already (an earlier pass, maybe killed right after the
    create, or another replica): the slot is done, never run twice.
 3. The status (pure `schedule_status`) is written with the object's resourceVersion as a
-   precondition, so two replicas cannot both count one slot; Events follow.
+   precondition, so two replicas cannot both count one slot; Events and metrics follow.
 4. Only then the runs beyond the history limits are deleted (their models stay).
 
 The reconcile returns how long to wait before the next check: until the next slot, at most
@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from kubetune_operator.kube import ApiError, KubeClient, ftj_path
 from kubetune_operator.kube_objects import Key, Obj, meta
+from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.owned_objects import OwnedKind, delete_owned
 from kubetune_operator.schedule_cache import ScheduleCache
 from kubetune_operator.schedule_events import post_schedule_events
@@ -87,10 +88,17 @@ def invalid_reason(exc: ValidationError) -> tuple[str, str]:
 class ScheduleReconciler:
     """Reconciles FineTuneSchedules against the cache; owns their writes to the API server."""
 
-    def __init__(self, settings: OperatorSettings, client: KubeClient, cache: ScheduleCache):
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        client: KubeClient,
+        cache: ScheduleCache,
+        metrics: OperatorMetrics,
+    ):
         self.settings = settings
         self.client = client
         self.cache = cache
+        self.metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
 
     async def reconcile(self, key: Key) -> float | None:
@@ -127,6 +135,7 @@ class ScheduleReconciler:
         events = finished_transitions(schedule.status, runs)
         events += decision_transitions(decision, outcome, active)
         await self._write_status(key, status, events)
+        self.metrics.schedule_pass(key, decision, outcome.created)  # as counted in the status
         await self._prune(key, schedule, runs)
         return self._wait(decision.next_slot)
 

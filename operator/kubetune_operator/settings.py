@@ -177,9 +177,14 @@ class OperatorSettings(BaseSettings):
         default=None,
         description="kopf peering name (needs kopf's peering CRDs); unset runs standalone.",
     )
-    liveness_bind: str = Field(default="127.0.0.1", description="Liveness endpoint address.")
+    liveness_bind: str = Field(
+        default="127.0.0.1", description="Address of the liveness and metrics server."
+    )
     liveness_port: int | None = Field(
-        default=8080, ge=0, le=65535, description="GET /healthz; unset disables it."
+        default=8080,
+        ge=0,
+        le=65535,
+        description="GET /healthz and GET /metrics (Prometheus); unset disables both.",
     )
     log_format: Literal["json", "plain"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,25 +1,34 @@
-"""Fixtures for the operator's cluster tests: the CRD, claims, and an operator per test.
+"""Fixtures for the operator's cluster tests: the CRDs, claims, and an operator per test.
 
 Each test gets its own namespace (tests/conftest.py), the two PVCs the trainer mounts, and a
 `kubetune-operator` subprocess watching only that namespace and running the stand-in trainer
-(tests/support/fake_trainer.py) instead of `kubetune-trainer`.
+(tests/support/fake_trainer.py) instead of `kubetune-trainer`; the FineTuneSchedule tests
+get one started after the schedule CRD exists, checking schedules every 2 s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.workspace import create_claims, install_crd
 from operator_cluster_helpers import Ftj
+from schedule_cluster_helpers import Schedule
 from support.operator_proc import OperatorProcess
+from support.schedule_crd import install_schedule_crd
 
 
 @pytest.fixture(scope="session")
 def crd(cluster: LocalCluster) -> None:
     install_crd(cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def schedule_crd(cluster: LocalCluster, crd: None) -> None:
+    install_schedule_crd(cluster.kubeconfig)
 
 
 @pytest.fixture
@@ -64,3 +73,28 @@ def ftj_factory(
     ftj_namespace: str,
 ) -> Callable[[str], Ftj]:
     return lambda name: Ftj(custom, batch, core, ftj_namespace, name)
+
+
+@pytest.fixture
+def schedule_operator(
+    cluster: LocalCluster, schedule_crd: None, ftj_namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator, started after the schedule CRD exists (kopf scans resources at start)."""
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        settings={
+            "NAMESPACES": [ftj_namespace],
+            "TTL_SECONDS_AFTER_FINISHED": "600",
+            "SCHEDULE_CHECK_SECONDS": "2",
+        },
+        log_path=tmp_path / "operator.log",
+    )
+    with proc:
+        yield proc
+
+
+@pytest.fixture
+def schedule(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, ftj_namespace: str
+) -> Callable[[str], Schedule]:
+    return lambda name: Schedule(custom, core, ftj_namespace, name)

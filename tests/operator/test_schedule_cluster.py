@@ -3,9 +3,8 @@ schedules with the stand-in trainer (tests/support/fake_trainer.py) on wall-cloc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,39 +22,8 @@ from schedule_cluster_helpers import (
     wait_for_second,
 )
 from support.operator_proc import OperatorProcess
-from support.schedule_crd import install_schedule_crd
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="session")
-def schedule_crd(cluster: LocalCluster, crd: None) -> None:
-    install_schedule_crd(cluster.kubeconfig)
-
-
-@pytest.fixture
-def schedule_operator(
-    cluster: LocalCluster, schedule_crd: None, ftj_namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    """The operator, started after the schedule CRD exists (kopf scans resources at start)."""
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        settings={
-            "NAMESPACES": [ftj_namespace],
-            "TTL_SECONDS_AFTER_FINISHED": "600",
-            "SCHEDULE_CHECK_SECONDS": "2",
-        },
-        log_path=tmp_path / "operator.log",
-    )
-    with proc:
-        yield proc
-
-
-@pytest.fixture
-def schedule(
-    custom: client.CustomObjectsApi, core: client.CoreV1Api, ftj_namespace: str
-) -> Callable[[str], Schedule]:
-    return lambda name: Schedule(custom, core, ftj_namespace, name)
 
 
 def _phase(run: dict[str, Any]) -> str | None:
@@ -111,7 +79,11 @@ def test_every_minute_schedules_run_once_per_slot_under_their_policies(
         s = schedule(name)
         ready = wait_for(lambda s=s: s.condition() or None, 15, f"{name}'s Ready condition")
         assert (ready["status"], ready["reason"]) == ("False", reason), ready
-        assert ("Warning", reason) in [(t, r) for t, r, _ in s.events()]
+        wait_for(
+            lambda s=s, r=reason: ("Warning", r) in [(t, x) for t, x, _ in s.events()],
+            10,
+            f"{name}'s {reason} Warning (posted after the status is written)",
+        )
     assert every.status()["nextScheduleTime"] == f"{slot1:%Y-%m-%dT%H:%M:%SZ}"
 
     # Slot 1: one run for each valid schedule, named after the slot.
