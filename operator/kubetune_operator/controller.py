@@ -21,12 +21,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubetune_crd import names
 from kubetune_crd.catalog import Catalog, load_catalog
+from kubetune_crd.resource import GROUP, PLURAL, VERSION
 from kubetune_crd.status import TERMINAL_PHASES, Progress
 
+from kubetune_operator.cache_prune import listed_uids, snapshot, stale_keys
 from kubetune_operator.capabilities import ServerCapabilities, capabilities_for
 from kubetune_operator.informer_cache import JOB_SELECTOR, POD_SELECTOR, InformerCache
 from kubetune_operator.kube import ApiError, KubeClient, ftj_path, job_path, pod_path
@@ -39,6 +44,25 @@ from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.workqueue import WorkQueue
 
 log = logging.getLogger("kubetune.operator")
+
+
+@dataclass(frozen=True)
+class _Watched:
+    """One watched kind, as the resync's list-and-prune sees it."""
+
+    kind: str
+    entries: dict[Any, Obj]
+    path: Callable[[str | None], str]
+    selector: str | None
+    drop: Callable[[Obj], None]
+
+
+def _ftjs_path(ns: str | None) -> str:
+    return (
+        f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
+        if ns
+        else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+    )
 
 
 class Controller:
@@ -68,6 +92,8 @@ class Controller:
         self.progress: ProgressServer | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
+        self.pruned = 0
+        """Cache entries dropped by list-and-prune (their DELETED event was missed)."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -182,6 +208,7 @@ class Controller:
             "queued": len(self.queue),
             "reconciles": self.reconciler.reconciles,
             "jobsCreated": self.reconciler.jobs_created,
+            "pruned": self.pruned,
             "jobCreateMs": self.reconciler.timings.summary(),
         }
 
@@ -204,6 +231,7 @@ class Controller:
     async def _resync_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
+            await self.prune()
             for key, obj in list(self.cache.ftjs.items()):
                 phase = (obj.get("status") or {}).get("phase")
                 job = self.cache.jobs.get(key)
@@ -211,6 +239,51 @@ class Controller:
                     job is not None and self._job_needs_cleanup(job)
                 ):
                     self.queue.add(key)
+
+    def _watched(self) -> list[_Watched]:
+        return [
+            _Watched("FineTuneJobs", self.cache.ftjs, _ftjs_path, None, self._drop_ftj),
+            _Watched(
+                "Jobs",
+                self.cache.jobs,
+                lambda ns: job_path(ns) if ns else "/apis/batch/v1/jobs",
+                JOB_SELECTOR,
+                lambda job: self.job_event(job, deleted=True),
+            ),
+            _Watched(
+                "pods",
+                self.cache.pods,
+                lambda ns: pod_path(ns) if ns else "/api/v1/pods",
+                POD_SELECTOR,
+                lambda pod: self.pod_event(pod, deleted=True),
+            ),
+        ]
+
+    def _drop_ftj(self, obj: Obj) -> None:
+        self.ftj_event(obj, deleted=True)
+
+    async def prune(self) -> None:
+        """List each watched kind once; drop the cache entries the lists lack (cache_prune.py)."""
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        for watched in self._watched():
+            before = snapshot(watched.entries)
+            params = {"labelSelector": watched.selector} if watched.selector else None
+            uids: set[str] = set()
+            try:
+                for ns in namespaces:  # a consistent read: no resourceVersion parameter
+                    listed = await self.client.get(watched.path(ns), params)
+                    uids |= listed_uids(listed.get("items") or [])
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("resync: listing %s failed, nothing pruned: %s", watched.kind, exc)
+                continue
+            stale = stale_keys(before, watched.entries, uids)
+            for key in stale:
+                watched.drop(watched.entries[key])
+            if stale:
+                self.pruned += len(stale)
+                log.info(
+                    "resync: dropped %d %s whose deletion was missed", len(stale), watched.kind
+                )
 
     def _job_needs_cleanup(self, job: Obj) -> bool:
         if not job_finished(job):

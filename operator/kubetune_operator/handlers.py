@@ -72,6 +72,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         await ctl.stop()
         raise kopf.PermanentError(f"cannot start: {exc}") from exc
     _state["controller"] = ctl
+    _state["starts"] = starts() + 1
+
+
+def starts() -> int:
+    """How many operator runs in this process got through startup() (main.py restarts kopf)."""
+    return int(_state.get("starts", 0))
 
 
 @kopf.on.cleanup()

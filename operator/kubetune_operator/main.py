@@ -21,6 +21,7 @@ import yaml
 
 from kubetune_operator import rbac
 from kubetune_operator.health_server import HealthServer
+from kubetune_operator.kopf_restarts import run_restarting
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.settings import OperatorSettings
 
@@ -40,7 +41,7 @@ def _configure_logging(settings: OperatorSettings) -> None:
 
 
 async def run(settings: OperatorSettings) -> None:
-    """Run the operator until SIGINT/SIGTERM."""
+    """Run the operator until SIGINT/SIGTERM (kopf_restarts.py: again after a watch failure)."""
     from kubetune_operator import handlers  # registers the kopf handlers
 
     metrics = OperatorMetrics()
@@ -48,13 +49,17 @@ async def run(settings: OperatorSettings) -> None:
     health = HealthServer(handlers.probe, metrics)
     if settings.liveness_port is not None:
         await health.start(settings.liveness_bind, settings.liveness_port)
-    try:
+
+    async def run_once() -> None:
         await kopf.operator(
             standalone=settings.peering_name is None,
             peering_name=settings.peering_name,
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
         )
+
+    try:
+        await run_restarting(run_once, handlers.starts)  # a failed watch: run kopf again
     finally:
         await health.stop()
 
