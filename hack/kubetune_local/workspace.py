@@ -18,7 +18,8 @@ from pathlib import Path
 
 from kubetune_local.cluster import REPO
 
-CRD_FILE = REPO / "manifests" / "crds" / "kubetune.io_finetunejobs.yaml"
+CRD_DIR = REPO / "manifests" / "crds"
+"""The generated CRDs (`make crds`): FineTuneJob and FineTuneSchedule."""
 MODELS_CLAIM, DATA_CLAIM = "kubetune-models", "kubetune-data"
 TINY_MODEL_SUBDIR = Path("base") / "kubetune-tiny"  # the catalog's `tiny` inside the models claim
 
@@ -35,11 +36,14 @@ def kubectl(kubeconfig: str | Path, *args: str, stdin: str | None = None) -> str
 
 
 def install_crd(kubeconfig: str | Path, timeout: float = 30.0) -> None:
-    """Apply the generated FineTuneJob CRD and wait until it is Established."""
-    kubectl(kubeconfig, "apply", "-f", str(CRD_FILE))
-    # Right after a first apply the CRD has no status.conditions yet, and `kubectl wait`
+    """Apply every generated CRD (FineTuneJob, FineTuneSchedule) and wait until each is
+    Established (kopf looks for its resources when the operator starts)."""
+    files = sorted(CRD_DIR.glob("*.yaml"))
+    kubectl(kubeconfig, "apply", *[arg for f in files for arg in ("-f", str(f))])
+    # Right after a first apply a CRD has no status.conditions yet, and `kubectl wait`
     # fails at once ("accessor error: <nil>") instead of waiting: retry until the deadline.
     deadline = time.monotonic() + timeout
+    names = [f"crd/{f.stem.split('_', 1)[1]}.{f.stem.split('_', 1)[0]}" for f in files]
     while True:
         try:
             kubectl(
@@ -47,11 +51,12 @@ def install_crd(kubeconfig: str | Path, timeout: float = 30.0) -> None:
                 "wait",
                 "--for=condition=Established",
                 f"--timeout={max(1, int(deadline - time.monotonic()))}s",
-                "crd/finetunejobs.kubetune.io",
+                *names,
             )
             return
         except RuntimeError as exc:
-            if "accessor error" not in str(exc) or time.monotonic() > deadline:
+            transient = "accessor error" in str(exc) or "NotFound" in str(exc)
+            if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 

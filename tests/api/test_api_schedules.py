@@ -14,9 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from kubernetes import client
 from kubetune_cli.main import EXIT_REJECTED, main
-from kubetune_local.cluster import LocalCluster
 from kubetune_local.testing import wait_for
-from support.schedule_crd import install_schedule_crd
 
 from api.api_proc import ApiProcess
 from api.conftest import key_entry, list_jobs
@@ -37,8 +35,8 @@ MONTHLY: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def schedule_crd(cluster: LocalCluster) -> None:
-    install_schedule_crd(cluster.kubeconfig)
+def schedule_crd(crd: None) -> None:
+    """Both CRDs (`install_crd` applies every generated one)."""
 
 
 def stored(custom: client.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:

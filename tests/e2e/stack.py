@@ -394,3 +394,36 @@ def check_model_loads(model_dir: Path, base_dir: Path) -> dict[str, Any]:
         )
         loaded["merged"] = type(merged).__name__
     return loaded
+
+
+FINISHED = {"completed", "failed", "cancelled"}
+"""The original API's final statuses."""
+
+
+def short_job(**overrides: Any) -> dict[str, Any]:
+    """The original API's request on the sample dataset, with steps cheap enough for 2 cores."""
+    return {
+        "model": "tiny",
+        "dataset_url": "data/frigo_training.csv",
+        "epochs": 1,
+        "batch_size": 2,
+        "learning_rate": 0.001,
+        "max_seq_length": 64,
+        "logging_steps": 1,
+        **overrides,
+    }
+
+
+def ftj_name(job_id: str) -> str:
+    return job_id.replace("_", "-")
+
+
+def wait_training(stack: E2EStack, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    """Until `/api/finetune/status` reports a training step > 0."""
+
+    def training() -> dict[str, Any] | None:
+        status = stack.api_status(job_id)
+        assert status["status"] not in FINISHED, f"ended before training: {status}"
+        return status if (status.get("step") or 0) > 0 else None
+
+    return stack.wait(training, timeout, f"job {job_id} to report step > 0", ftj_name(job_id))

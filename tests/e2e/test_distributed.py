@@ -13,26 +13,20 @@ from typing import Any
 import pytest
 from kubetune_crd.names import LABEL_FINETUNEJOB
 
-from e2e.stack import E2EStack, check_model_loads, parse_events, progress_steps
+from e2e.stack import (
+    FINISHED,
+    E2EStack,
+    check_model_loads,
+    parse_events,
+    progress_steps,
+    short_job,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
-FINISHED = {"completed", "failed", "cancelled"}
-
 
 def two_process_job(**overrides: Any) -> dict[str, Any]:
-    return {
-        "model": "tiny",
-        "dataset_url": "data/frigo_training.csv",
-        "epochs": 1,
-        "batch_size": 2,
-        "learning_rate": 0.001,
-        "max_seq_length": 64,
-        "logging_steps": 1,
-        "max_steps": 8,
-        "resources": {"gpus": 2},
-        **overrides,
-    }
+    return short_job(**{"max_steps": 8, "resources": {"gpus": 2}, **overrides})
 
 
 @pytest.mark.slow

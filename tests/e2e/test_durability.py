@@ -11,31 +11,16 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.testing import ComponentOutage, kill_component, restart_cluster, wait_writable
 
-from e2e.stack import E2EStack
+from e2e.stack import FINISHED, E2EStack, short_job, wait_training
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
 
-FINISHED = {"completed", "failed", "cancelled"}
 CONTROL_PLANE = ("etcd", "apiserver", "controller-manager", "scheduler", "node-agent")
-
-
-def job_body(**overrides: Any) -> dict[str, Any]:
-    return {
-        "model": "tiny",
-        "dataset_url": "data/frigo_training.csv",
-        "epochs": 1,
-        "batch_size": 2,
-        "learning_rate": 0.001,
-        "max_seq_length": 64,
-        "logging_steps": 1,
-        **overrides,
-    }
 
 
 def file_hashes(root: Path) -> dict[str, str]:
@@ -46,21 +31,12 @@ def file_hashes(root: Path) -> dict[str, str]:
     }
 
 
-def wait_training(stack: E2EStack, job_id: str) -> None:
-    def training() -> bool:
-        status = stack.api_status(job_id)
-        assert status["status"] not in FINISHED, f"ended before training: {status}"
-        return (status.get("step") or 0) > 0
-
-    stack.wait(training, 240, f"{job_id} to report step > 0", job_id.replace("_", "-"))
-
-
 @pytest.mark.timeout(600)
 def test_whole_stack_restart_keeps_jobs_models_and_files(
     stack: E2EStack, cluster: LocalCluster
 ) -> None:
     operator, api = stack.start_operator(), stack.start_api()
-    job_id = stack.start_job(job_body(max_steps=6))
+    job_id = stack.start_job(short_job(max_steps=6))
     done = stack.wait_api_status(job_id, FINISHED, 300)
     assert done["status"] == "completed", stack.diagnostics(job_id.replace("_", "-"))
     models_before = stack.models()
@@ -90,7 +66,7 @@ def test_each_control_plane_process_killed_during_a_run(
     stack.start_operator()
     api = stack.start_api()
     api_url, server = api.url, cluster.server
-    job_id = stack.start_job(job_body(max_steps=60, checkpoint={"every_steps": 5, "keep": 2}))
+    job_id = stack.start_job(short_job(max_steps=60, checkpoint={"every_steps": 5, "keep": 2}))
     name = job_id.replace("_", "-")
     wait_training(stack, job_id)
     recovered: dict[str, float] = {}
@@ -112,14 +88,14 @@ def test_apiserver_outage_mid_run_answers_503_and_the_job_completes(
 ) -> None:
     stack.start_operator()
     stack.start_api()
-    job_id = stack.start_job(job_body(max_steps=60))
+    job_id = stack.start_job(short_job(max_steps=60))
     name = job_id.replace("_", "-")
     wait_training(stack, job_id)
 
     outage = ComponentOutage(cluster, "apiserver")
     outage.stop()
     try:
-        write = stack.http.post("/api/finetune/start", json=job_body())
+        write = stack.http.post("/api/finetune/start", json=short_job())
         assert write.status_code == 503, write.text
         assert int(write.headers["Retry-After"]) > 0
         assert write.json()["reason"] == "ApiServerUnavailable", write.text

@@ -18,17 +18,11 @@ from kubetune_local.workspace import create_claims, install_crd
 from operator_cluster_helpers import Ftj
 from schedule_cluster_helpers import Schedule
 from support.operator_proc import OperatorProcess
-from support.schedule_crd import install_schedule_crd
 
 
 @pytest.fixture(scope="session")
 def crd(cluster: LocalCluster) -> None:
     install_crd(cluster.kubeconfig)
-
-
-@pytest.fixture(scope="session")
-def schedule_crd(cluster: LocalCluster, crd: None) -> None:
-    install_schedule_crd(cluster.kubeconfig)
 
 
 @pytest.fixture
@@ -77,7 +71,7 @@ def ftj_factory(
 
 @pytest.fixture
 def schedule_operator(
-    cluster: LocalCluster, schedule_crd: None, ftj_namespace: str, tmp_path: Path
+    cluster: LocalCluster, crd: None, ftj_namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     """The operator, started after the schedule CRD exists (kopf scans resources at start)."""
     proc = OperatorProcess(

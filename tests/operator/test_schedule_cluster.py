@@ -193,7 +193,7 @@ def test_operator_down_across_a_slot_runs_it_late_once_or_counts_it_missed(
 
 def test_the_apiserver_refuses_what_the_schema_can_express(
     cluster: LocalCluster,
-    schedule_crd: None,
+    crd: None,
     ftj_namespace: str,
     schedule: Callable[[str], Schedule],
 ) -> None:
