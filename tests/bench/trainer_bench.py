@@ -81,6 +81,17 @@ def pack_length(args: argparse.Namespace, train: list[Any], batch: int) -> int:
     return int(best)
 
 
+class NoCheckpoints:
+    """The bench times the training steps alone, like its baseline: it checkpoints nothing
+    (the trainer's own `checkpointing.Checkpointer` also saves after the last step)."""
+
+    def after_step(self, state: Any, last: bool) -> None:
+        return None
+
+    def save(self, state: Any) -> None:
+        return None
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One training run in this process; returns its measurements."""
     from kubetune_trainer.runtime import prepare_environment, quiet_libraries
@@ -92,11 +103,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from kubetune_trainer.checkpoints import TrainState
     from kubetune_trainer.modeling import load_model
     from kubetune_trainer.packing import pack
+    from kubetune_trainer.parallel import Parallel
     from kubetune_trainer.runtime import pick_device
+    from kubetune_trainer.schedule import Schedule
     from kubetune_trainer.train import (
         LoopConfig,
-        Schedule,
         StopFlag,
+        Training,
         evaluate,
         make_optimizer,
         packed_attention_enabled,
@@ -130,22 +143,19 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         total = schedule.total_steps(hp)
         optimizer, scheduler = make_optimizer(model, hp, total, device)
         state = TrainState("bench", total_steps=total)
-        with tempfile.TemporaryDirectory() as ckpt:
-            cfg = LoopConfig(hp, Path(ckpt), 0, 1, pad_id, checkpoint_last=False)
-            start = time.perf_counter()
-            state = train_loop(
-                model,
-                rows,
-                schedule,
-                state,
-                optimizer,
-                scheduler,
-                cfg,
-                device,
-                lambda _p: None,
-                StopFlag(),
-            )
-            seconds = time.perf_counter() - start
+        training = Training(Parallel(model, model, "single"), optimizer, scheduler, device)
+        start = time.perf_counter()
+        state = train_loop(
+            training,
+            rows,
+            schedule,
+            state,
+            LoopConfig(hp, pad_id),
+            lambda _p: None,
+            StopFlag(),
+            NoCheckpoints(),
+        )
+        seconds = time.perf_counter() - start
         assert state.real_tokens == real_tokens, (state.real_tokens, real_tokens)
         steps = state.step
         flat = packed_attention_enabled(model, device)

@@ -1,15 +1,21 @@
 """Fixtures for the trainer tests: the tiny model, sample data, run configs, a subprocess runner
-and a moto S3 server on 127.0.0.1."""
+(one trainer, or a torchrun gang through the real launcher: `gang_env`), a fault-injection
+environment for the distributed tests (`fault_env`, see faults/sitecustomize.py) and a moto S3
+server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -50,6 +57,7 @@ def make_config(tmp_path: Path, tiny_model: Path, data_root: Path) -> Callable[.
         hyperparameters: dict[str, Any] | None = None,
         checkpoint: dict[str, Any] | None = None,
         output: dict[str, Any] | None = None,
+        distributed: dict[str, Any] | None = None,
         name: str = "tiny-ft",
         job: str = "job-a",
         root: Path | None = None,
@@ -75,6 +83,7 @@ def make_config(tmp_path: Path, tiny_model: Path, data_root: Path) -> Callable[.
                 "hyperparameters": hp,
                 "output": output or {"pvc": {"claimName": "kubetune-models"}},
                 "checkpoint": checkpoint or {"everySteps": 0},
+                "distributed": distributed or {"strategy": "auto"},
             },
             "baseModel": str(tiny_model),
             "baseModelAlias": "tiny",
@@ -146,11 +155,61 @@ class TrainerRun:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.proc.send_signal(sig)
 
+    def kill_tree(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the trainer and every process under it at once, as the container runtime
+        does when a pod is lost (torchrun's workers run in sessions of their own)."""
+        pids = [self.proc.pid, *descendants(self.proc.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def result_lines(self) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == "result"]
+
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8")
 
     def result(self) -> dict[str, Any]:
         return dict(json.loads(self.termination.read_text(encoding="utf-8")))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gang_env(
+    nproc: int, nnodes: int = 1, node_rank: int = 0, port: int | None = None
+) -> dict[str, str]:
+    """torchrun's PET_* variables as the operator (or Kubeflow Trainer) sets them in a pod."""
+    from kubetune_crd import names
+
+    env = {names.ENV_NNODES: str(nnodes), names.ENV_NPROC_PER_NODE: str(nproc)}
+    if nnodes > 1:
+        env[names.ENV_NODE_RANK] = str(node_rank)
+        env[names.ENV_MASTER_ADDR] = "127.0.0.1"
+        env[names.ENV_MASTER_PORT] = str(port or free_port())
+    return env
+
+
+def fault_env(spec: str) -> dict[str, str]:
+    """Inject a fault into one worker (faults/sitecustomize.py documents `spec`)."""
+    path = os.pathsep.join(p for p in (str(FAULTS_DIR), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "KUBETUNE_TEST_FAULT": spec}
 
 
 @pytest.fixture
@@ -167,7 +226,7 @@ def start_trainer(tmp_path: Path) -> Iterator[Callable[..., TrainerRun]]:
     yield start
     for run in runs:
         if run.proc.poll() is None:
-            run.proc.kill()
+            run.kill_tree()
             run.proc.wait(10)
 
 
@@ -181,6 +240,34 @@ def run_trainer(
         return trainer
 
     return run
+
+
+class ProgressSink(BaseHTTPRequestHandler):
+    """The operator's progress endpoint: keeps (path, Authorization, body) of each POST."""
+
+    received: list[tuple[str, str | None, dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, self.headers.get("Authorization"), json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def progress_server() -> Iterator[str]:
+    """A progress endpoint on 127.0.0.1 (ProgressSink.received); yields its base URL."""
+    ProgressSink.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ProgressSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="session")

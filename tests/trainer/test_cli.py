@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +11,10 @@ import pytest
 from kubetune_crd.status import Progress
 from kubetune_crd.trainer_contract import ExitCode, TrainerResult
 
-from trainer.conftest import TrainerRun
+from trainer.conftest import ProgressSink, TrainerRun
 
 Config = Callable[..., dict[str, Any]]
 Run = Callable[..., TrainerRun]
-
-
-class ProgressSink(BaseHTTPRequestHandler):
-    received: list[tuple[str, str | None, dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, self.headers.get("Authorization"), json.loads(body)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
-@pytest.fixture
-def progress_server() -> Iterator[str]:
-    ProgressSink.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ProgressSink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_full_fine_tune_stores_model_manifest_and_reports(

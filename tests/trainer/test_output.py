@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from kubetune_crd.names import MODEL_MANIFEST as MANIFEST
 from kubetune_trainer.errors import BadInputError
-from kubetune_trainer.output import MANIFEST, OWNER, JobIdentity, S3Store, VolumeStore
+from kubetune_trainer.output import OWNER, JobIdentity, S3Store, VolumeStore
 from kubetune_trainer.sources import fetch_dataset
 
 from trainer.conftest import TrainerRun

@@ -7,7 +7,10 @@ half-written directories (a pod killed mid-save) are skipped and cleaned up. Onl
 `keep` complete checkpoints are kept.
 
 Contents: the trainable parameters (safetensors), optimizer and scheduler state, the RNG
-states and `state.json` (step, tokens, losses, eval loss before training).
+states and `state.json` (step, tokens, losses, eval loss before training, and the world size
+and sharding of the run that wrote it). This module is the layout and the single-process
+writer; `checkpointing.py` writes and reads them for a run of several processes (FSDP runs
+store the model and optimizer with torch.distributed.checkpoint under `dcp/` instead).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ PARAMS = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 RNG = "rng.pt"
+DCP = "dcp"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -41,6 +45,8 @@ class TrainState:
     losses: list[tuple[int, float]] = field(default_factory=list)
     eval_loss_before: float | None = None
     train_seconds: float = 0.0
+    world_size: int = 1
+    sharded: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -58,6 +64,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def _fsync_tree(path: Path) -> None:
@@ -93,6 +104,60 @@ def latest_checkpoint(root: Path, fingerprint: str | None = None) -> Path | None
     return found[-1][1] if found else None
 
 
+def final_dir(root: Path, step: int) -> Path:
+    return root / f"checkpoint-{step:08d}"
+
+
+def rng_file(rank: int) -> str:
+    return RNG if rank == 0 else f"rng-{rank}.pt"
+
+
+def fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def write_tensors(directory: Path, trainable: dict[str, Any], optimizer: Any) -> None:
+    """The trainable parameters and the optimizer state (a full, unsharded copy)."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, directory / PARAMS)
+    torch.save(optimizer.state_dict(), directory / OPTIMIZER)
+
+
+def write_run_state(directory: Path, state: TrainState, scheduler: Any) -> None:
+    import torch
+
+    torch.save(scheduler.state_dict(), directory / SCHEDULER)
+    (directory / STATE).write_text(state.to_json(), encoding="utf-8")
+
+
+def write_rng(directory: Path, rank: int) -> None:
+    import torch
+
+    torch.save(rng_state(), directory / rng_file(rank))
+    fsync_file(directory / rng_file(rank))
+
+
+def commit(root: Path, tmp: Path, step: int, keep: int) -> Path:
+    """Fsync `tmp`, rename it to the step's directory and mark it complete; then prune."""
+    final = final_dir(root, step)
+    _fsync_tree(tmp)
+    if final.exists():  # a half-written directory of the same step
+        shutil.rmtree(final)
+    tmp.rename(final)
+    with (final / MARKER).open("w", encoding="utf-8") as f:
+        f.write(f"{step}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(root)
+    prune(root, keep)
+    return final
+
+
 def save_checkpoint(
     root: Path,
     state: TrainState,
@@ -101,34 +166,16 @@ def save_checkpoint(
     scheduler: Any,
     keep: int,
 ) -> Path:
-    """Write a complete checkpoint atomically; prune older and half-written ones."""
-    import torch
-    from safetensors.torch import save_file
-
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"checkpoint-{state.step:08d}"
+    """Write a complete checkpoint atomically (one process); prune older and half-written
+    ones."""
+    final = final_dir(root, state.step)
     if (final / MARKER).is_file():  # this step is saved already (SIGTERM after a periodic save)
         return final
-    tmp = root / f"{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, tmp / PARAMS)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-    torch.save(scheduler.state_dict(), tmp / SCHEDULER)
-    torch.save(rng_state(), tmp / RNG)
-    (tmp / STATE).write_text(state.to_json(), encoding="utf-8")
-    _fsync_tree(tmp)
-    if final.exists():  # a half-written directory of the same step
-        shutil.rmtree(final)
-    tmp.rename(final)
-    with (final / MARKER).open("w", encoding="utf-8") as f:
-        f.write(f"{state.step}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(root)
-    prune(root, keep)
-    return final
+    tmp = fresh_dir(root / f"{final.name}.tmp-{os.getpid()}")
+    write_tensors(tmp, trainable, optimizer)
+    write_run_state(tmp, state, scheduler)
+    write_rng(tmp, 0)
+    return commit(root, tmp, state.step, keep)
 
 
 def prune(root: Path, keep: int) -> None:
@@ -155,19 +202,30 @@ def remove_incomplete(root: Path) -> list[Path]:
     return removed
 
 
+def read_state(path: Path) -> TrainState:
+    return TrainState.from_json((path / STATE).read_text(encoding="utf-8"))
+
+
 def load_checkpoint(
-    path: Path, optimizer: Any, scheduler: Any
+    path: Path, optimizer: Any, scheduler: Any, rank: int = 0
 ) -> tuple[TrainState, dict[str, Any]]:
-    """State and trainable tensors; optimizer and scheduler are restored in place."""
+    """State and trainable tensors; optimizer, scheduler and this rank's RNG are restored in
+    place (an unsharded checkpoint)."""
     import torch
     from safetensors.torch import load_file
 
-    state = TrainState.from_json((path / STATE).read_text(encoding="utf-8"))
+    state = read_state(path)
     tensors = load_file(path / PARAMS)
     optimizer.load_state_dict(torch.load(path / OPTIMIZER, weights_only=False))
-    scheduler.load_state_dict(torch.load(path / SCHEDULER, weights_only=False))
-    set_rng_state(torch.load(path / RNG, weights_only=False))
+    load_run_state(path, scheduler, rank)
     return state, tensors
+
+
+def load_run_state(path: Path, scheduler: Any, rank: int) -> None:
+    import torch
+
+    scheduler.load_state_dict(torch.load(path / SCHEDULER, weights_only=False))
+    set_rng_state(torch.load(path / rng_file(rank), weights_only=False))
 
 
 def rng_state() -> dict[str, Any]:

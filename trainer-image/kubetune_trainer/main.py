@@ -14,6 +14,10 @@ a `TrainerResult` JSON document in the termination message file (`/dev/terminati
     143 preempted: SIGTERM received, checkpoint saved; the next attempt resumes from it
 
 `--validate-only` checks the data (rows, tokens, steps, ETA) without loading model weights.
+
+Processes: one, unless torchrun's `PET_*` variables ask for more (`launcher.py`); then this
+process launches them (each runs `kubetune-trainer` again as a torchrun worker), waits, and
+reports the root cause of a failure. Validation always runs in one process.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import json
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,9 @@ from kubetune_crd.trainer_contract import (
     TrainerRunConfig,
 )
 
-from kubetune_trainer.errors import BadInputError, PreemptedError, RetryableError
+from kubetune_trainer import distributed
+from kubetune_trainer.errors import BadInputError, classify
+from kubetune_trainer.launcher import RankFailedError, Topology
 from kubetune_trainer.runtime import prepare_environment
 
 TERMINATION_ENV = "KUBETUNE_TERMINATION_MESSAGE_PATH"
@@ -85,7 +90,7 @@ def _print_json(event: str, payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubetune-trainer", description="Fine-tune a causal LM for a FineTuneJob."
     )
@@ -105,16 +110,15 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--assumed-flops", type=float, default=None, help="training FLOP/s for the ETA estimate"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    prepare_environment()
+    return parser
 
+
+def _attempt(
+    args: argparse.Namespace, topology: Topology, worker: bool
+) -> tuple[TrainerResult, ExitCode, dict[str, Any], distributed.Dist]:
+    """Run the job in this process (alone, or as one torchrun worker); never raises."""
     from kubetune_trainer.pipeline import run_job
-    from kubetune_trainer.progress import ProgressReporter
+    from kubetune_trainer.progress import ProgressReporter, SilentReporter
     from kubetune_trainer.runtime import quiet_libraries
     from kubetune_trainer.train import StopFlag
 
@@ -122,46 +126,37 @@ def run(argv: list[str] | None = None) -> int:
     stop.install()
     reporter: ProgressReporter | None = None
     details: dict[str, Any] = {}
+    dist = distributed.SINGLE
     try:
         cfg = load_config(args.config)
         quiet_libraries()
-        reporter = ProgressReporter(cfg.progress_url, cfg.progress_token_path)
+        dist = distributed.init() if worker else distributed.SINGLE
+        reporter = (
+            ProgressReporter(cfg.progress_url, cfg.progress_token_path)
+            if dist.main
+            else SilentReporter()
+        )
         result, details = run_job(
-            cfg, reporter, stop, validate_only=args.validate_only, assumed_flops=args.assumed_flops
+            cfg,
+            reporter,
+            stop,
+            validate_only=args.validate_only,
+            assumed_flops=args.assumed_flops,
+            dist=dist,
+            world_size=topology.world_size,
         )
         code = ExitCode.SUCCESS
-    except BadInputError as exc:
-        result, code = (
-            TrainerResult(outcome="bad_input", message=str(exc)[:2048]),
-            ExitCode.BAD_INPUT,
-        )
-    except RetryableError as exc:
-        result, code = (
-            TrainerResult(outcome="retryable", message=str(exc)[:2048]),
-            ExitCode.RETRYABLE,
-        )
-    except PreemptedError as exc:
-        result, code = (
-            TrainerResult(outcome="preempted", message=str(exc)[:2048]),
-            ExitCode.PREEMPTED,
-        )
-    except MemoryError:
-        result = TrainerResult(outcome="error", message="out of memory")
-        code = ExitCode.UNKNOWN_ERROR
+        distributed.shutdown(dist)
     except Exception as exc:
-        traceback.print_exc()
-        text = f"{type(exc).__name__}: {exc}"
-        if "out of memory" in text.lower():
-            text = (
-                "out of memory: lower hyperparameters.batchSize or maxSeqLength, or enable "
-                f"gradientCheckpointing ({text[:300]})"
-            )
-        result, code = TrainerResult(outcome="error", message=text[:2048]), ExitCode.UNKNOWN_ERROR
+        result, code = classify(exc)
     finally:
         if reporter is not None:
             reporter.close()
-    if args.validate_only and details:
-        _print_json("validation", details)
+    return result, code, details, dist
+
+
+def _finish(result: TrainerResult, code: ExitCode, args: argparse.Namespace) -> int:
+    """Print the result line, log a failure and write the termination message."""
     _print_json(
         "result", {"exitCode": int(code), **result.model_dump(by_alias=True, exclude_none=True)}
     )
@@ -169,6 +164,66 @@ def run(argv: list[str] | None = None) -> int:
         log.error("%s (exit %d)", result.message, int(code))
     write_termination_message(result, args.termination_log)
     return int(code)
+
+
+def _single(args: argparse.Namespace, topology: Topology) -> int:
+    result, code, details, _ = _attempt(args, topology, worker=False)
+    if args.validate_only and details:
+        _print_json("validation", details)
+    return _finish(result, code, args)
+
+
+def _gang_member(args: argparse.Namespace, topology: Topology) -> None:
+    """A torchrun worker; raises RankFailedError (recorded in its error file) on failure."""
+    result, code, _, dist = _attempt(args, topology, worker=True)
+    if code != ExitCode.SUCCESS:
+        raise RankFailedError(dist.rank, code, result)
+    if dist.main:
+        _finish(result, code, args)
+
+
+def _worker(args: argparse.Namespace, topology: Topology) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    try:
+        record(_gang_member)(args, topology)
+    except RankFailedError as failed:
+        log.error("rank %d: %s (exit %d)", failed.rank, failed.result.message, failed.code)
+        return failed.code
+    return int(ExitCode.SUCCESS)
+
+
+def _launch(args: argparse.Namespace, topology: Topology) -> int:
+    from kubetune_trainer.launcher import launch
+
+    cfg = load_config(args.config)  # a bad config fails here, before any process starts
+    forwarded = []
+    for flag, value in (("--config", args.config), ("--termination-log", args.termination_log)):
+        if value:
+            forwarded += [flag, value]
+    result, code = launch(topology, forwarded, f"{cfg.namespace}.{cfg.job_name}.{cfg.uid or ''}")
+    return int(code) if result is None else _finish(result, code, args)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    worker = distributed.is_worker(os.environ)
+    try:
+        topology = Topology.from_env(os.environ)
+        prepare_environment(topology.nproc_per_node)
+        if worker:
+            return _worker(args, topology)
+        if topology.world_size > 1 and not args.validate_only:
+            return _launch(args, topology)
+    except BadInputError as exc:
+        result, code = classify(exc)
+        return _finish(result, code, args)
+    return _single(args, topology)
 
 
 def main() -> None:

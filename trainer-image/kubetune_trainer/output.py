@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubetune_crd.names import MODEL_MANIFEST
+
 from kubetune_trainer.errors import BadInputError
 from kubetune_trainer.sources import classify_s3_error, s3_client, split_s3_uri
 
-MANIFEST = "kubetune-model.json"
 OWNER = ".kubetune-owner.json"
 STAGING = ".kubetune-staging"
 
@@ -129,7 +130,7 @@ class VolumeStore:
         if not target.exists():
             return None
         try:
-            manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
+            manifest = json.loads((target / MODEL_MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise BadInputError(
                 f"{target} already exists and is not a kubetune model; it is never "
@@ -150,7 +151,9 @@ class VolumeStore:
     def commit(self, staging: Path, name: str, manifest: dict[str, Any]) -> StoredModel:
         """Write the manifest into `staging` and rename it into place."""
         manifest = {**manifest, "files": file_digests(staging)}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (staging / MODEL_MANIFEST).write_text(
+            json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
+        )
         _make_readable(staging)
         _fsync_tree(staging)
         target = self.target(name)
@@ -228,7 +231,7 @@ class S3Store:
         return value if isinstance(value, dict) else {}
 
     def existing(self, name: str, job: JobIdentity) -> StoredModel | None:
-        manifest = self._get_json(self._key(name, MANIFEST))
+        manifest = self._get_json(self._key(name, MODEL_MANIFEST))
         if manifest is None:
             return None
         _check_existing(manifest, job, self.uri(name))
@@ -280,7 +283,7 @@ class S3Store:
         try:
             self.s3.put_object(
                 Bucket=self.bucket,
-                Key=self._key(name, MANIFEST),
+                Key=self._key(name, MODEL_MANIFEST),
                 Body=body,
                 ContentType="application/json",
                 IfNoneMatch="*",

@@ -12,17 +12,13 @@ import json
 import sys
 import threading
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from kubetune_crd.names import now_rfc3339
 from kubetune_crd.status import Progress
 
 POST_TIMEOUT_S = 3.0
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ProgressReporter:
@@ -60,7 +56,7 @@ class ProgressReporter:
         self.report(base.model_copy(update={"stage": stage, **fields}), event="stage")
 
     def report(self, progress: Progress, event: str = "progress", **extra: Any) -> None:
-        progress.updated_at = now_iso()
+        progress.updated_at = now_rfc3339()
         self._last = progress
         line = {"event": event, **progress.to_k8s(), **extra}
         out = self.stream or sys.stdout
@@ -116,3 +112,13 @@ class ProgressReporter:
             self.posted += 1
         except Exception:  # best effort: the operator may be restarting
             self.failed += 1
+
+
+class SilentReporter(ProgressReporter):
+    """The reporter of the ranks other than 0: a run's progress is reported once, by rank 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def report(self, progress: Progress, event: str = "progress", **extra: Any) -> None:
+        self._last = progress

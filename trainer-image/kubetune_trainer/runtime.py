@@ -1,5 +1,7 @@
 """Process-wide settings: quiet libraries, sane threads, device and precision choice.
 
+Each training process of a pod gets one GPU (its local rank) or its share of the CPUs.
+
 `prepare_environment()` must run before torch is imported (OpenMP reads its variables at load
 time). The OpenMP wait policy is left to the environment: the library's default (spin a
 little, then sleep) is the fastest when the trainer has its cores to itself, as in its Job
@@ -42,11 +44,19 @@ def cpu_budget() -> int:
     return max(1, cpus)
 
 
-def prepare_environment() -> None:
-    """Set the quiet/threading environment (without overriding what the user set)."""
+def threads_per_process(processes: int = 1) -> int:
+    """The CPUs of each of `processes` training processes sharing this pod's budget."""
+    return max(1, cpu_budget() // max(processes, 1))
+
+
+def prepare_environment(processes: int = 1) -> None:
+    """Set the quiet/threading environment (without overriding what the user set).
+
+    `processes`: training processes in this pod; they share its CPUs (torchrun inherits the
+    launcher's environment, so the launcher sets the per-worker share)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_budget()))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(processes)))
 
 
 def quiet_libraries() -> None:
@@ -68,14 +78,18 @@ class DeviceInfo:
     name: str
 
 
-def pick_device() -> DeviceInfo:
-    """CUDA when present (bf16 when it supports it), else CPU with one thread per core."""
+def pick_device(local_rank: int = 0, local_processes: int = 1) -> DeviceInfo:
+    """This process's device: GPU `local_rank` when there are GPUs (bf16 when it supports it;
+    torchrun starts one process per GPU), else the CPU with this process's share of the
+    cores."""
     import torch
 
     if torch.cuda.is_available():
         bf16 = bool(torch.cuda.is_bf16_supported())
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        return DeviceInfo(torch.device("cuda"), bf16, torch.cuda.get_device_name(0))
-    torch.set_num_threads(cpu_budget())
+        torch.cuda.set_device(local_rank)
+        name = torch.cuda.get_device_name(local_rank)
+        return DeviceInfo(torch.device("cuda", local_rank), bf16, name)
+    torch.set_num_threads(threads_per_process(local_processes))
     return DeviceInfo(torch.device("cpu"), False, "cpu")

@@ -1,14 +1,17 @@
-"""The training loop: a lean, deterministic loop over packed batches.
+"""The training loop: a lean, deterministic loop over packed batches, on one process or many.
 
 Why not `transformers.Trainer`: the loop below does exactly what kubetune needs and nothing
 else (checkpoints that are complete or ignored, SIGTERM at a step boundary, real-token
 throughput, exact resume), and it is faster on small models (see tests/bench). The data order
-of epoch e is a permutation seeded with seed + e, so step s always sees the same micro-batches;
-with the optimizer, scheduler and RNG states restored, a resumed run reproduces the
-uninterrupted run's losses.
+of epoch e is a permutation seeded with seed + e (`schedule.py`), so step s always sees the same
+micro-batches; with the optimizer, scheduler and RNG states restored, a resumed run reproduces
+the uninterrupted run's losses.
 
-The loss of an optimizer step is the mean over all label tokens of its micro-batches (not a
-mean of per-batch means), so packing and gradient accumulation do not reweight examples.
+The loss of an optimizer step is the mean over all label tokens of its micro-batches, on all
+ranks together (not a mean of per-batch or per-rank means), so packing, gradient accumulation
+and the world size do not reweight examples. After each step the ranks sum their loss, their
+real tokens and their stop votes in one collective: the reported loss and tokens/s are the
+run's, and a SIGTERM seen by any rank stops all of them after the same step.
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from kubetune_crd.spec import HyperparametersSpec
 from kubetune_crd.status import Progress
 
-from kubetune_trainer import checkpoints
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.dataset import IGNORE
+from kubetune_trainer.distributed import SINGLE, Dist
 from kubetune_trainer.errors import PreemptedError
 from kubetune_trainer.modeling import trainable_parameters
 from kubetune_trainer.packing import Batch, PackedRow, collate
+from kubetune_trainer.parallel import Parallel
 from kubetune_trainer.runtime import DeviceInfo
+from kubetune_trainer.schedule import Schedule, eval_batches, label_tokens
 
 MAX_GRAD_NORM = 1.0
 MAX_LOSSES_KEPT = 10_000
@@ -57,44 +61,6 @@ class StopFlag:
             raise PreemptedError(f"stopped by signal {self.signal} during {where}")
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Which rows each optimizer step uses."""
-
-    n_rows: int
-    batch_size: int
-    grad_accum: int
-    seed: int
-
-    @property
-    def micro_batches_per_epoch(self) -> int:
-        return math.ceil(self.n_rows / self.batch_size)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.micro_batches_per_epoch / self.grad_accum)
-
-    def total_steps(self, hp: HyperparametersSpec) -> int:
-        return hp.max_steps if hp.max_steps else self.steps_per_epoch * hp.epochs
-
-    def epoch_order(self, epoch: int) -> list[int]:
-        import torch
-
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        return [int(i) for i in torch.randperm(self.n_rows, generator=generator)]
-
-    def step_rows(self, step: int, cache: dict[int, list[int]]) -> list[list[int]]:
-        """Row indices of each micro-batch of optimizer step `step` (0-based)."""
-        epoch, k = divmod(step, self.steps_per_epoch)
-        if epoch not in cache:
-            cache.clear()
-            cache[epoch] = self.epoch_order(epoch)
-        order = cache[epoch]
-        first = k * self.grad_accum
-        last = min(first + self.grad_accum, self.micro_batches_per_epoch)
-        return [order[m * self.batch_size : (m + 1) * self.batch_size] for m in range(first, last)]
-
-
 def autocast(device: DeviceInfo) -> AbstractContextManager[Any]:
     import torch
 
@@ -113,8 +79,9 @@ def packed_attention_enabled(model: Any, device: DeviceInfo) -> bool:
     return device.device.type == "cpu" and attention.supports_packed_attention(model)
 
 
-def loss_sum(model: Any, batch: Batch, device: DeviceInfo) -> Any:
-    """Summed next-token cross-entropy over the batch's label tokens."""
+def loss_sum(model: Any, batch: Batch, device: DeviceInfo, forward: Any = None) -> Any:
+    """Summed next-token cross-entropy over the batch's label tokens. `forward`: what runs the
+    forward pass when it is not `model` itself (the DDP wrapper around it)."""
     import torch.nn.functional as F  # noqa: N812
 
     from kubetune_trainer import attention
@@ -134,8 +101,9 @@ def loss_sum(model: Any, batch: Batch, device: DeviceInfo) -> Any:
         keep = targets != IGNORE
         kwargs["logits_to_keep"] = keep
         context = attention.packed_attention(model)
+    runner = model if forward is None else forward
     with context, autocast(device):
-        logits = model(input_ids=ids, position_ids=positions, use_cache=False, **kwargs).logits
+        logits = runner(input_ids=ids, position_ids=positions, use_cache=False, **kwargs).logits
     if "logits_to_keep" in kwargs and logits.dim() == 2:
         flat_targets = targets[kwargs["logits_to_keep"]]
     else:  # all positions (a model that ignores a boolean logits_to_keep)
@@ -151,8 +119,10 @@ def evaluate(
     pad_id: int,
     device: DeviceInfo,
     stop: StopFlag | None = None,
+    dist: Dist = SINGLE,
 ) -> float | None:
-    """Mean loss per label token over `rows` (None when there are none)."""
+    """Mean loss per label token over `rows` (None when there are none): each rank scores its
+    shard and the sums are added up, so every rank returns the loss over all the rows."""
     import torch
 
     if not rows:
@@ -163,27 +133,46 @@ def evaluate(
     total = 0.0
     tokens = 0
     with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
+        for indices in eval_batches(len(rows), batch_size, dist.rank, dist.world_size):
             if stop is not None:
                 stop.check("evaluation")
-            batch = collate(rows[start : start + batch_size], pad_id, flatten)
-            total += float(loss_sum(model, batch, device))
-            tokens += batch.label_tokens
+            # A used-up shard still runs a forward (FSDP gathers parameters in it); not counted.
+            batch = collate([rows[i] for i in (indices or range(1))], pad_id, flatten)
+            loss = float(loss_sum(model, batch, device))
+            if indices:
+                total += loss
+                tokens += batch.label_tokens
+    if hasattr(model, "reshard"):  # FSDP: no backward follows to free the gathered parameters
+        model.reshard()
     if was_training:
         model.train()
-    return total / max(tokens, 1)
+    total, summed_tokens = dist.sum([total, tokens])
+    return total / max(summed_tokens, 1)
+
+
+class Checkpoints(Protocol):
+    """What the loop asks of checkpointing: the product's `checkpointing.Checkpointer`."""
+
+    def after_step(self, state: TrainState, last: bool) -> None: ...
+
+    def save(self, state: TrainState) -> object: ...
 
 
 @dataclass
 class LoopConfig:
     hp: HyperparametersSpec
-    checkpoint_dir: Path
-    checkpoint_every: int
-    checkpoint_keep: int
     pad_id: int
-    # The trainer checkpoints after the last step (so writing the model can be retried from
-    # it); the benchmark turns that off to time the training steps alone, like its baseline.
-    checkpoint_last: bool = True
+
+
+@dataclass
+class Training:
+    """What trains: the (wrapped) model, its optimizer and scheduler, where and with whom."""
+
+    par: Parallel
+    optimizer: Any
+    scheduler: Any
+    device: DeviceInfo
+    dist: Dist = SINGLE
 
 
 def make_optimizer(
@@ -213,102 +202,115 @@ def make_optimizer(
     return optimizer, scheduler
 
 
-def restore(model: Any, tensors: dict[str, Any]) -> None:
-    import torch
+@dataclass
+class _Window:
+    """The steps since the last progress report."""
 
-    params = trainable_parameters(model)
-    missing = set(params) - set(tensors)
-    if missing:
-        raise ValueError(f"checkpoint lacks {len(missing)} trainable tensors")
-    with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(tensors[name].to(param.device, param.dtype))
+    loss: float = 0.0
+    tokens: int = 0
+    real: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+
+class _Stepper:
+    """Runs the optimizer steps of one rank (what does not change from step to step, once)."""
+
+    def __init__(self, t: Training, rows: Sequence[PackedRow], schedule: Schedule, pad_id: int):
+        self.t = t
+        self.rows = rows
+        self.schedule = schedule
+        self.pad_id = pad_id
+        self.tokens = [label_tokens(row) for row in rows]
+        self.cache: dict[int, list[int]] = {}
+        self.flatten = packed_attention_enabled(t.par.model, t.device)
+        # The optimizer's own parameter objects: FSDP may leave a module's unsharded tensors
+        # registered in it between passes, which receive no gradient and are not updated.
+        self.params = [p for group in t.optimizer.param_groups for p in group["params"]]
+
+    def run(self, step: int) -> tuple[float, int, int]:
+        """One optimizer step: (this rank's loss sum, its real tokens, the step's label tokens
+        on all ranks). Each micro-batch's loss is scaled so that the gradients DDP/FSDP average
+        over the ranks are those of the mean over all the step's label tokens."""
+        import torch
+
+        t = self.t
+        micro = self.schedule.step_rows(step, self.cache, t.dist.rank)
+        step_tokens = max(self.schedule.step_label_tokens(step, self.cache, self.tokens), 1)
+        loss_total, real = 0.0, 0
+        for n, indices in enumerate(micro):
+            batch = collate([self.rows[i] for i in (indices or [0])], self.pad_id, self.flatten)
+            weight = t.dist.world_size if indices else 0  # a used-up shard: in step, no gradient
+            with t.par.micro_batch(sync=n == len(micro) - 1):
+                loss = loss_sum(t.par.model, batch, t.device, t.par.forward)
+                (loss * weight / step_tokens).backward()
+            if indices:
+                loss_total += float(loss.detach())
+                real += batch.real_tokens
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        t.optimizer.step()
+        t.scheduler.step()
+        t.optimizer.zero_grad(set_to_none=True)
+        return loss_total, real, step_tokens
+
+
+def _progress(t: Training, state: TrainState, schedule: Schedule, window: _Window) -> Progress:
+    elapsed = max(time.monotonic() - window.start, 1e-9)
+    per_step = state.train_seconds / max(state.step, 1)
+    return Progress(
+        stage="training",
+        step=state.step,
+        total_steps=state.total_steps,
+        fraction=state.step / state.total_steps,
+        epoch=round(state.step / schedule.steps_per_epoch, 4),
+        loss=window.loss / max(window.tokens, 1),
+        learning_rate=float(t.scheduler.get_last_lr()[0]),
+        tokens_per_second=round(window.real / elapsed, 1),
+        eta_seconds=round(per_step * (state.total_steps - state.step), 1),
+    )
+
+
+def _preempted(stop: StopFlag, step: int) -> PreemptedError:
+    by = f"signal {stop.signal}" if stop.signal is not None else "a signal to another rank"
+    return PreemptedError(f"stopped by {by} during training (checkpoint at step {step})")
 
 
 def train_loop(
-    model: Any,
+    t: Training,
     rows: Sequence[PackedRow],
     schedule: Schedule,
     state: TrainState,
-    optimizer: Any,
-    scheduler: Any,
     cfg: LoopConfig,
-    device: DeviceInfo,
     report: Callable[[Progress], None],
     stop: StopFlag,
+    checkpoints: Checkpoints,
 ) -> TrainState:
     """Run optimizer steps from state.step to state.total_steps, checkpointing as asked."""
-    import torch
-
-    params = list(trainable_parameters(model).values())
-    cache: dict[int, list[int]] = {}
-    window_loss = 0.0
-    window_tokens = 0
-    window_real = 0
-    window_start = time.monotonic()
-    model.train()
-    flatten = packed_attention_enabled(model, device)
-
-    def save() -> None:
-        checkpoints.save_checkpoint(
-            cfg.checkpoint_dir,
-            state,
-            trainable_parameters(model),
-            optimizer,
-            scheduler,
-            cfg.checkpoint_keep,
-        )
-
+    stepper = _Stepper(t, rows, schedule, cfg.pad_id)
+    window = _Window()
+    t.par.model.train()
+    if t.dist.any(stop.requested):
+        if state.step > 0:
+            checkpoints.save(state)
+        raise _preempted(stop, state.step)
     while state.step < state.total_steps:
-        if stop.requested:
-            if state.step > 0:
-                save()
-            stop.check(f"training (checkpoint at step {state.step})")
         step_start = time.monotonic()
-        batches = [
-            collate([rows[i] for i in idx], cfg.pad_id, flatten)
-            for idx in schedule.step_rows(state.step, cache)
-        ]
-        step_tokens = max(sum(b.label_tokens for b in batches), 1)
-        step_loss = 0.0
-        for batch in batches:
-            loss = loss_sum(model, batch, device)
-            (loss / step_tokens).backward()
-            step_loss += float(loss.detach())
-            window_real += batch.real_tokens
-            state.real_tokens += batch.real_tokens
-        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, real, step_tokens = stepper.run(state.step)
+        loss, real_all, votes = t.dist.sum([loss, real, float(stop.requested)])
         state.step += 1
+        state.real_tokens += int(real_all)
         state.label_tokens += step_tokens
         state.train_seconds += time.monotonic() - step_start
-        mean = step_loss / step_tokens
-        state.losses.append((state.step, mean))
+        state.losses.append((state.step, loss / step_tokens))
         del state.losses[:-MAX_LOSSES_KEPT]
-        window_loss += step_loss
-        window_tokens += step_tokens
+        window.loss += loss
+        window.tokens += step_tokens
+        window.real += int(real_all)
         last = state.step == state.total_steps
         if state.step % cfg.hp.logging_steps == 0 or last:
-            elapsed = max(time.monotonic() - window_start, 1e-9)
-            per_step = state.train_seconds / max(state.step, 1)
-            report(
-                Progress(
-                    stage="training",
-                    step=state.step,
-                    total_steps=state.total_steps,
-                    fraction=state.step / state.total_steps,
-                    epoch=round(state.step / schedule.steps_per_epoch, 4),
-                    loss=window_loss / max(window_tokens, 1),
-                    learning_rate=float(scheduler.get_last_lr()[0]),
-                    tokens_per_second=round(window_real / elapsed, 1),
-                    eta_seconds=round(per_step * (state.total_steps - state.step), 1),
-                )
-            )
-            window_loss, window_tokens, window_real = 0.0, 0, 0
-            window_start = time.monotonic()
-        every = cfg.checkpoint_every
-        if (last and cfg.checkpoint_last) or (every and state.step % every == 0):
-            save()
+            report(_progress(t, state, schedule, window))
+            window = _Window()
+        if votes > 0:
+            checkpoints.save(state)
+            raise _preempted(stop, state.step)
+        checkpoints.after_step(state, last)
     return state

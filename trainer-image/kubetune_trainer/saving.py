@@ -1,0 +1,139 @@
+"""Writing the trained model once, with its manifest, and describing where it went.
+
+Rank 0 alone writes (a run of several processes hands it a plain model holding the trained
+weights, `parallel.model_for_saving`), so the artifact is the same as a single process's: a
+peft adapter (plus `merged/` when asked) or full safetensors. The model's name, path, URI and
+format string are `kubetune_crd.names`', shared with the API's echo and the operator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubetune_crd import names
+from kubetune_crd.status import Metrics, ModelInfo
+from kubetune_crd.trainer_contract import TrainerRunConfig
+
+from kubetune_trainer import __version__
+from kubetune_trainer.errors import BadInputError, RetryableError
+from kubetune_trainer.output import JobIdentity, S3Store, StoredModel, VolumeStore
+from kubetune_trainer.plan import DataPlan
+from kubetune_trainer.runtime import DeviceInfo
+
+
+def open_store(cfg: TrainerRunConfig) -> VolumeStore | S3Store:
+    if cfg.output_uri:
+        s3 = cfg.spec.output.s3 if cfg.spec.output else None
+        return S3Store(
+            cfg.output_uri,
+            endpoint_url=s3.endpoint_url if s3 else None,
+            region=s3.region if s3 else None,
+        )
+    if not cfg.output_dir:
+        raise BadInputError("run config has neither outputDir nor outputUri")
+    return VolumeStore(cfg.output_dir)
+
+
+def job_identity(cfg: TrainerRunConfig) -> JobIdentity:
+    return JobIdentity(cfg.namespace, cfg.job_name, cfg.uid)
+
+
+def model_info(cfg: TrainerRunConfig, stored: StoredModel) -> ModelInfo:
+    if cfg.output_uri:
+        location = names.s3_model_location(cfg.output_uri, cfg.model_name)
+    else:
+        pvc = cfg.spec.output.pvc if cfg.spec.output else None
+        location = names.pvc_model_location(
+            pvc.claim_name if pvc else names.DEFAULT_MODELS_CLAIM,
+            pvc.path if pvc else names.DEFAULT_MODELS_PATH,
+            cfg.model_name,
+        )
+    return ModelInfo(
+        name=cfg.model_name,
+        path=location.path,
+        uri=location.uri,
+        size_bytes=stored.size_bytes,
+        format=stored.manifest.get("format"),
+        base_model=cfg.base_model,
+        base_model_alias=cfg.base_model_alias,
+        created=stored.manifest.get("created"),
+    )
+
+
+def _staging(cfg: TrainerRunConfig, store: VolumeStore | S3Store, work: Path) -> Path:
+    if isinstance(store, VolumeStore):
+        try:
+            return store.staging_dir(cfg.model_name)
+        except OSError as exc:
+            raise RetryableError(f"cannot write to {store.models_dir}: {exc}") from None
+    staging = work / "model"
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def _write_files(cfg: TrainerRunConfig, model: Any, tokenizer: Any, staging: Path) -> None:
+    method = cfg.spec.method
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if method.type == "lora" and method.merge_adapter:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(staging / "merged", safe_serialization=True)
+            tokenizer.save_pretrained(staging / "merged")
+    except OSError as exc:
+        raise RetryableError(f"cannot write the model: {exc}") from None
+
+
+def manifest(
+    cfg: TrainerRunConfig, plan: DataPlan, metrics: Metrics, trainer: dict[str, Any]
+) -> dict[str, Any]:
+    """`kubetune-model.json` without its file list (the store adds it)."""
+    spec = cfg.spec
+    return {
+        "kubetuneModelVersion": 1,
+        "name": cfg.model_name,
+        "job": job_identity(cfg).as_dict(),
+        "baseModel": cfg.base_model,
+        "baseModelAlias": cfg.base_model_alias,
+        "method": spec.method.to_k8s(),
+        "format": names.model_format(spec.method.type, spec.method.merge_adapter),
+        "dataset": {
+            "uri": plan.fetched.uri,
+            "sha256": plan.fetched.sha256,
+            "bytes": plan.fetched.size,
+            "format": plan.table.format,
+            "kind": plan.table.kind,
+            "rows": len(plan.table.rows),
+        },
+        "hyperparameters": spec.hyperparameters.to_k8s(),
+        "metrics": metrics.to_k8s(),
+        "created": names.now_rfc3339(),
+        "trainer": {"version": __version__, **trainer},
+    }
+
+
+def save_model(
+    cfg: TrainerRunConfig,
+    store: VolumeStore | S3Store,
+    model: Any,
+    tokenizer: Any,
+    plan: DataPlan,
+    metrics: Metrics,
+    device: DeviceInfo,
+    work: Path,
+) -> StoredModel:
+    """Write the model and its manifest into the store (volume: rename into place; S3: the
+    manifest last)."""
+    staging = _staging(cfg, store, work)
+    _write_files(cfg, model, tokenizer, staging)
+    trainer = {
+        "device": device.name,
+        "bf16": device.bf16,
+        "worldSize": plan.schedule.world_size,
+        "effectiveBatchSize": plan.schedule.effective_batch,
+    }
+    try:
+        return store.commit(staging, cfg.model_name, manifest(cfg, plan, metrics, trainer))
+    except OSError as exc:
+        raise RetryableError(f"cannot store the model: {exc}") from None
