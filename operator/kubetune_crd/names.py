@@ -73,6 +73,11 @@ ENV_NODE_RANK = "PET_NODE_RANK"
 ENV_MASTER_ADDR = "PET_MASTER_ADDR"
 ENV_MASTER_PORT = "PET_MASTER_PORT"
 DEFAULT_MASTER_PORT = 29500
+ENV_SHUTDOWN_TIMEOUT = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+"""torch's: how long the launcher lets workers checkpoint after SIGTERM before killing them.
+The operator sets it a margin below the pod's termination grace period."""
+SHUTDOWN_MARGIN_SECONDS = 15
+"""What the launcher keeps of the grace period to write the termination message and exit."""
 JOB_COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 """Set by an Indexed Job in each pod: the node rank."""
 

@@ -10,6 +10,7 @@ gang one rank's real failure (an out-of-memory, a bad dataset) makes its peers f
 
 from __future__ import annotations
 
+from kubetune_crd import names
 from kubetune_crd.resource import FineTuneJob
 from kubetune_crd.status import FailureInfo, FailureReason
 from kubetune_crd.trainer_contract import ExitCode
@@ -27,7 +28,6 @@ from kubetune_operator.pod_readers import (
 )
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
-OOM_MARKERS = ("out of memory", "outofmemoryerror", "cuda oom")
 RETRYABLE_CODES = (ExitCode.RETRYABLE, ExitCode.PREEMPTED)
 
 
@@ -62,7 +62,7 @@ def _classify_exit(pod: Obj, state: Obj) -> FailureInfo:
         message = message or "the trainer ran out of memory (OOMKilled)"
     elif code == ExitCode.BAD_INPUT or (result is not None and result.outcome == "bad_input"):
         reason = "BadInput"
-    elif any(marker in message.lower() for marker in OOM_MARKERS):
+    elif any(marker in message.lower() for marker in names.OUT_OF_MEMORY_MARKERS):
         reason = "OutOfMemory"
     else:
         reason = "Unknown"

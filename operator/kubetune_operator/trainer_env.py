@@ -28,7 +28,11 @@ LOOPBACK = "127.0.0.1"
 
 def trainer_env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> list[EnvVar]:
     """Every variable of the trainer container, in a stable order."""
-    return [*base_env(plan), *distributed_env(ftj, plan), *s3_env(ftj, plan, settings)]
+    return [
+        *base_env(plan),
+        *distributed_env(ftj, plan, settings),
+        *s3_env(ftj, plan, settings),
+    ]
 
 
 def base_env(plan: RunPlan) -> list[EnvVar]:
@@ -41,8 +45,9 @@ def base_env(plan: RunPlan) -> list[EnvVar]:
     ]
 
 
-def distributed_env(ftj: FineTuneJob, plan: RunPlan) -> list[EnvVar]:
-    """torchrun's configuration: one node on loopback, or the rank-0 pod of an Indexed Job."""
+def distributed_env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> list[EnvVar]:
+    """torchrun's configuration: one node on loopback, or the rank-0 pod of an Indexed Job;
+    workers get the pod's grace period (less a margin) to checkpoint on SIGTERM."""
     shape = plan.topology
     rank: EnvVar
     if shape.multi_node:
@@ -58,7 +63,13 @@ def distributed_env(ftj: FineTuneJob, plan: RunPlan) -> list[EnvVar]:
         rank,
         {"name": names.ENV_MASTER_ADDR, "value": master},
         {"name": names.ENV_MASTER_PORT, "value": str(names.DEFAULT_MASTER_PORT)},
+        {"name": names.ENV_SHUTDOWN_TIMEOUT, "value": str(shutdown_timeout(settings))},
     ]
+
+
+def shutdown_timeout(settings: OperatorSettings) -> int:
+    """Seconds the launcher waits for its workers after SIGTERM: inside the grace period."""
+    return max(settings.termination_grace_seconds - names.SHUTDOWN_MARGIN_SECONDS, 1)
 
 
 def _secret_env(name: str, secret: str, key: str, optional: bool) -> EnvVar:

@@ -421,3 +421,16 @@ def test_run_config_is_valid_json_for_the_trainer() -> None:
     env = {e["name"]: e.get("value") for e in container(build(ftj()))["env"]}
     data = json.loads(env["KUBETUNE_RUN_CONFIG"])
     assert data["jobName"] == "ft-20240115-103045-abc123" and data["spec"]["model"] == "tiny"
+
+
+def test_workers_checkpoint_within_the_grace_period() -> None:
+    """torchrun's launcher waits for its workers' SIGTERM checkpoints a margin below the pod's
+    grace period, so it still writes the termination message before the kubelet's SIGKILL."""
+    job = build(ftj(), termination_grace_seconds=200)
+    env = dict(_env_list(job))
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 200
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "185"
+    assert (
+        dict(_env_list(build(ftj(), termination_grace_seconds=5)))["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]
+        == "1"
+    )

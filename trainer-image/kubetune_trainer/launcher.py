@@ -208,7 +208,7 @@ def launch_config(topology: Topology, log_dir: Path, run_id: str) -> Any:
 
 
 def _env_grace() -> bool:
-    return bool(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT"))
+    return bool(os.environ.get(names.ENV_SHUTDOWN_TIMEOUT))
 
 
 def launch(
