@@ -6,8 +6,11 @@ maps between the two so the typed models, the generated CRD and the API agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from typing_extensions import Self
 
 
 class CamelModel(BaseModel):
@@ -29,3 +32,22 @@ class StatusModel(CamelModel):
     """Status types tolerate fields they do not know (written by a newer operator)."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+class StoredObject(CamelModel):
+    """A whole resource as the apiserver stores it: subclasses declare `api_version` and `kind`
+    (with their defaults), `metadata`, a typed `spec` and a typed `status`."""
+
+    @classmethod
+    def from_k8s(cls, obj: dict[str, Any]) -> Self:
+        """Parse an object read from the apiserver (status may be missing or partial)."""
+        fields = cls.model_fields
+        return cls.model_validate(
+            {
+                "apiVersion": obj.get("apiVersion", fields["api_version"].default),
+                "kind": obj.get("kind", fields["kind"].default),
+                "metadata": obj.get("metadata") or {},
+                "spec": obj.get("spec") or {},
+                "status": obj.get("status") or {},
+            }
+        )

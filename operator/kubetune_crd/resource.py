@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from kubetune_crd.base import CamelModel
+from kubetune_crd.base import StoredObject
 from kubetune_crd.spec import FineTuneJobSpec
 from kubetune_crd.status import FineTuneJobStatus
 
@@ -29,7 +29,7 @@ SCHEDULE_SHORT_NAMES = ["fts"]
 SCHEDULE_CRD_NAME = f"{SCHEDULE_PLURAL}.{GROUP}"
 
 
-class FineTuneJob(CamelModel):
+class FineTuneJob(StoredObject):
     """A FineTuneJob object as stored by the apiserver."""
 
     api_version: str = Field(default=API_VERSION)
@@ -37,16 +37,3 @@ class FineTuneJob(CamelModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: FineTuneJobSpec
     status: FineTuneJobStatus = Field(default_factory=FineTuneJobStatus)
-
-    @classmethod
-    def from_k8s(cls, obj: dict[str, Any]) -> FineTuneJob:
-        """Parse an object read from the apiserver (status may be missing or partial)."""
-        return cls.model_validate(
-            {
-                "apiVersion": obj.get("apiVersion", API_VERSION),
-                "kind": obj.get("kind", KIND),
-                "metadata": obj.get("metadata") or {},
-                "spec": obj.get("spec") or {},
-                "status": obj.get("status") or {},
-            }
-        )

@@ -25,7 +25,7 @@ from croniter import CroniterError, croniter
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from kubetune_crd import names
-from kubetune_crd.base import CamelModel, StatusModel
+from kubetune_crd.base import CamelModel, StatusModel, StoredObject
 from kubetune_crd.resource import API_VERSION, SCHEDULE_KIND
 from kubetune_crd.resource import KIND as JOB_KIND
 from kubetune_crd.spec import DatasetSpec, FineTuneJobSpec, OutputSpec
@@ -303,7 +303,7 @@ class FineTuneScheduleStatus(StatusModel):
     message: str | None = Field(default=None, description="One line for humans.")
 
 
-class FineTuneSchedule(CamelModel):
+class FineTuneSchedule(StoredObject):
     """A FineTuneSchedule object as stored by the apiserver."""
 
     api_version: str = Field(default=API_VERSION)
@@ -311,19 +311,6 @@ class FineTuneSchedule(CamelModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: FineTuneScheduleSpec
     status: FineTuneScheduleStatus = Field(default_factory=FineTuneScheduleStatus)
-
-    @classmethod
-    def from_k8s(cls, obj: dict[str, Any]) -> FineTuneSchedule:
-        """Parse an object read from the apiserver (status may be missing or partial)."""
-        return cls.model_validate(
-            {
-                "apiVersion": obj.get("apiVersion", API_VERSION),
-                "kind": obj.get("kind", SCHEDULE_KIND),
-                "metadata": obj.get("metadata") or {},
-                "spec": obj.get("spec") or {},
-                "status": obj.get("status") or {},
-            }
-        )
 
 
 # --- One run -----------------------------------------------------------------------------------
