@@ -47,6 +47,9 @@ from kubetune_local.nodeagent.volumes import VolumeBuilder
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
+REPORT_RETRY_MIN_S = 1.0
+REPORT_RETRY_MAX_S = 5.0
+"""A failed status update is retried, 1 s then doubling up to 5 s, until it lands."""
 Adopted = dict[str, tuple[Path, int]]
 """container name -> (launch spec path, shim PID) of containers a previous agent started."""
 
@@ -111,6 +114,7 @@ class PodWorker(threading.Thread):
         self.finished = False
         self.delete_when_stopped = False
         self._lock = threading.RLock()
+        self._report_retrying = False
         if allocator is not None:
             allocator.restore(self.uid, self.pod_dir)
         self._adopt_previous_status(pod.get("status") or {}, adopted or {})
@@ -381,5 +385,34 @@ class PodWorker(threading.Thread):
             status = pod_status(phase, self.inits, self.mains, self.conditions, self.start_time)
         try:
             self.kube.patch_pod_status(self.ns, self.pod_name, status)
-        except Exception:
-            log.exception("pod %s/%s: status update failed", self.ns, self.pod_name)
+        except Exception as exc:
+            # The apiserver may be away (a restart, an outage): a container that ended
+            # meanwhile must still be reported, or its Job never completes. Retry, with the
+            # latest status each time, until a patch lands (a deleted pod answers 404: done).
+            log.warning("pod %s/%s: status update failed: %s", self.ns, self.pod_name, exc)
+            self._retry_report_later()
+
+    def _retry_report_later(self) -> None:
+        with self._lock:
+            if self._report_retrying:
+                return
+            self._report_retrying = True
+        threading.Thread(target=self._retry_report, daemon=True, name="status-retry").start()
+
+    def _retry_report(self) -> None:
+        delay = REPORT_RETRY_MIN_S
+        while True:
+            time.sleep(delay)
+            with self._lock:
+                phase = self._phase()
+                status = pod_status(phase, self.inits, self.mains, self.conditions, self.start_time)
+            try:
+                self.kube.patch_pod_status(self.ns, self.pod_name, status)
+            except Exception as exc:
+                log.debug("pod %s/%s: status retry failed: %s", self.ns, self.pod_name, exc)
+                delay = min(delay * 2, REPORT_RETRY_MAX_S)
+                continue
+            log.info("pod %s/%s: status reported after a failed update", self.ns, self.pod_name)
+            with self._lock:
+                self._report_retrying = False
+            return
