@@ -1,4 +1,4 @@
-"""Kubernetes Events on the FineTuneJob for each transition (`kubectl describe ftj` shows them)."""
+"""Kubernetes Events for each transition of a kubetune object (`kubectl describe ftj|fts`)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ log = logging.getLogger("kubetune.operator.events")
 COMPONENT = "kubetune-operator"
 
 
-def event_manifest(ftj: dict[str, Any], transition: Transition, instance: str) -> dict[str, Any]:
-    """A core/v1 Event about `ftj` (pure, apart from the unique name)."""
-    meta = ftj.get("metadata") or {}
+def event_manifest(obj: dict[str, Any], transition: Transition, instance: str) -> dict[str, Any]:
+    """A core/v1 Event about `obj`, a FineTuneJob or a FineTuneSchedule (pure, apart from the
+    unique name)."""
+    meta = obj.get("metadata") or {}
     now = names.now_rfc3339()
     return {
         "apiVersion": "v1",
@@ -29,8 +30,8 @@ def event_manifest(ftj: dict[str, Any], transition: Transition, instance: str) -
             "namespace": meta.get("namespace"),
         },
         "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
+            "apiVersion": obj.get("apiVersion") or API_VERSION,
+            "kind": obj.get("kind") or KIND,
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
             "uid": meta.get("uid"),
@@ -49,15 +50,15 @@ def event_manifest(ftj: dict[str, Any], transition: Transition, instance: str) -
 
 
 async def post_transitions(
-    client: KubeClient, ftj: dict[str, Any], transitions: list[Transition], instance: str
+    client: KubeClient, obj: dict[str, Any], transitions: list[Transition], instance: str
 ) -> None:
     """Best effort: an Event that cannot be written is logged, never retried."""
-    namespace = (ftj.get("metadata") or {}).get("namespace")
+    namespace = (obj.get("metadata") or {}).get("namespace")
     for transition in transitions:
         try:
             await client.post(
                 f"/api/v1/namespaces/{namespace}/events",
-                event_manifest(ftj, transition, instance),
+                event_manifest(obj, transition, instance),
             )
         except (ApiError, OSError) as exc:
             log.warning("cannot post event %s: %s", transition.reason, exc)

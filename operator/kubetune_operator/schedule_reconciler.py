@@ -27,12 +27,12 @@ from kubetune_crd.resource import GROUP, PLURAL, SCHEDULE_PLURAL, VERSION
 from kubetune_crd.schedule import FineTuneSchedule, FineTuneScheduleStatus, run_manifest
 from pydantic import ValidationError
 
+from kubetune_operator.events import post_transitions
 from kubetune_operator.kube import ApiError, KubeClient, ftj_path
 from kubetune_operator.kube_objects import Key, Obj, meta
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.owned_objects import OwnedKind, delete_owned
 from kubetune_operator.schedule_cache import ScheduleCache
-from kubetune_operator.schedule_events import post_schedule_events
 from kubetune_operator.schedule_slots import Decision, decide
 from kubetune_operator.schedule_status import (
     Outcome,
@@ -241,7 +241,7 @@ class ScheduleReconciler:
         if not events or obj is None:
             return
         task = asyncio.create_task(
-            post_schedule_events(self.client, obj, events, self.settings.reporting_instance)
+            post_transitions(self.client, obj, events, self.settings.reporting_instance)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
