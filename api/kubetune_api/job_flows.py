@@ -22,20 +22,18 @@ from kubetune_api.auth import Tenant
 from kubetune_api.deps import AppState, find_job
 from kubetune_api.echo import StartConfig, start_config
 from kubetune_api.idempotency import (
-    HEADER,
     IdempotencyInfo,
     create_job,
     request_hash,
-    valid_key,
 )
 from kubetune_api.request_fields import StartRequest
 from kubetune_api.schemas import JobEventEntry
 from kubetune_api.service import (
-    FieldError,
     ObjectMeta,
     build_object,
     build_spec,
     check_dataset,
+    check_idempotency_key,
     check_model,
     for_job,
 )
@@ -121,13 +119,7 @@ def _checked_spec(
         state.resolver,
         field=names.get("dataset_url", "dataset_url"),
     )
-    if idempotency_key is not None and not valid_key(idempotency_key):
-        raise FieldError(
-            HEADER,
-            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
-            idempotency_key,
-            location="header",
-        )
+    check_idempotency_key(idempotency_key)
     return build_spec(req, dataset, settings)
 
 

@@ -27,6 +27,7 @@ from kubetune_crd.resource import API_VERSION, KIND
 from kubetune_crd.spec import FineTuneJobSpec
 from pydantic import ValidationError
 
+from kubetune_api.idempotency import HEADER, valid_key
 from kubetune_api.request_fields import FIELDS, StartRequest, field_for_error
 from kubetune_api.settings import Settings
 from kubetune_api.validation import (
@@ -50,6 +51,18 @@ class FieldError(ValueError):
         self.location = location
         self.message = message
         self.value = value
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """The Idempotency-Key header as given, or FieldError when it is malformed."""
+    if key is not None and not valid_key(key):
+        raise FieldError(
+            HEADER,
+            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+            key,
+            location="header",
+        )
+    return key
 
 
 def check_model(model: str, catalog: Catalog, settings: Settings, field: str = "model") -> None:

@@ -57,12 +57,9 @@ class _Watched:
     drop: Callable[[Obj], None]
 
 
-def _ftjs_path(ns: str | None) -> str:
-    return (
-        f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
-        if ns
-        else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-    )
+def _watch_path(namespaced: Callable[[str], str], cluster_wide: str) -> Callable[[str | None], str]:
+    """A collection path: one namespace's, or every namespace's when none is set."""
+    return lambda ns: namespaced(ns) if ns else cluster_wide
 
 
 class Controller:
@@ -242,18 +239,24 @@ class Controller:
 
     def _watched(self) -> list[_Watched]:
         return [
-            _Watched("FineTuneJobs", self.cache.ftjs, _ftjs_path, None, self._drop_ftj),
+            _Watched(
+                "FineTuneJobs",
+                self.cache.ftjs,
+                _watch_path(ftj_path, f"/apis/{GROUP}/{VERSION}/{PLURAL}"),
+                None,
+                self._drop_ftj,
+            ),
             _Watched(
                 "Jobs",
                 self.cache.jobs,
-                lambda ns: job_path(ns) if ns else "/apis/batch/v1/jobs",
+                _watch_path(job_path, "/apis/batch/v1/jobs"),
                 JOB_SELECTOR,
                 lambda job: self.job_event(job, deleted=True),
             ),
             _Watched(
                 "pods",
                 self.cache.pods,
-                lambda ns: pod_path(ns) if ns else "/api/v1/pods",
+                _watch_path(pod_path, "/api/v1/pods"),
                 POD_SELECTOR,
                 lambda pod: self.pod_event(pod, deleted=True),
             ),

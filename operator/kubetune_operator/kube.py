@@ -137,9 +137,11 @@ def job_path(namespace: str, name: str | None = None) -> str:
     return f"{base}/{name}" if name else base
 
 
-def ftj_path(namespace: str, name: str, subresource: str | None = None) -> str:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
-    return f"{path}/{subresource}" if subresource else path
+def ftj_path(namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    if not name:
+        return base
+    return f"{base}/{name}/{subresource}" if subresource else f"{base}/{name}"
 
 
 def pod_path(namespace: str, name: str | None = None) -> str:

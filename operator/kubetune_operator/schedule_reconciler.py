@@ -23,7 +23,7 @@ import logging
 from datetime import datetime
 
 from kubetune_crd import names
-from kubetune_crd.resource import GROUP, PLURAL, SCHEDULE_PLURAL, VERSION
+from kubetune_crd.resource import GROUP, SCHEDULE_PLURAL, VERSION
 from kubetune_crd.schedule import FineTuneSchedule, FineTuneScheduleStatus, run_manifest
 from pydantic import ValidationError
 
@@ -59,15 +59,7 @@ def schedule_path(namespace: str, name: str, subresource: str | None = None) -> 
     return f"{path}/{subresource}" if subresource else path
 
 
-def _ftj_collection_or_item(namespace: str, name: str | None) -> str:
-    return (
-        ftj_path(namespace, name)
-        if name
-        else f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-    )
-
-
-FINETUNEJOB = OwnedKind("FineTuneJob", _ftj_collection_or_item)
+FINETUNEJOB = OwnedKind("FineTuneJob", ftj_path)
 
 _INVALID_REASONS = {"schedule": "InvalidSchedule", "timeZone": "InvalidTimeZone"}
 

@@ -48,6 +48,21 @@ def job(
     }
 
 
+def python_pod(name: str, script: str) -> dict[str, Any]:
+    """A bare Pod manifest running `script` once with python3."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "main", "image": "python", "command": ["python3", "-c", script]}
+            ],
+        },
+    }
+
+
 def job_condition(cluster: LocalCluster, namespace: str, name: str) -> str | None:
     """`Complete` or `Failed` once the Job has that condition."""
     for cond in get(cluster, namespace, "job", name).get("status", {}).get("conditions") or []:

@@ -32,7 +32,7 @@ from kubetune_local.testing import (
     wait_writable,
 )
 from kubetune_local.workspace import install_crd
-from local_cluster_helpers import apply, get, job, job_condition, pod_phase
+from local_cluster_helpers import apply, get, job, job_condition, pod_phase, python_pod
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -176,17 +176,7 @@ def test_a_running_pod_is_readopted_by_a_restarted_node_agent(durable: LocalClus
         "for i in range(30):\n"
         "    print(i, flush=True); time.sleep(0.4)\n"
     )
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "counter"},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {"name": "main", "image": "python", "command": ["python3", "-c", script]}
-            ],
-        },
-    }
+    pod = python_pod("counter", script)
     with temporary_namespace(cluster) as ns:
         apply(cluster, ns, pod)
 

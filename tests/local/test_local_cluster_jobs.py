@@ -8,7 +8,15 @@ import time
 import pytest
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.testing import wait_for
-from local_cluster_helpers import apply, get, job, job_condition, pod_phase, pods_of
+from local_cluster_helpers import (
+    apply,
+    get,
+    job,
+    job_condition,
+    pod_phase,
+    pods_of,
+    python_pod,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -58,17 +66,7 @@ def test_too_many_gpus_stays_pending(cluster: LocalCluster, namespace: str) -> N
 
 def test_deleting_a_running_pod_ends_its_process(cluster: LocalCluster, namespace: str) -> None:
     script = "import os, time; print(os.getpid(), flush=True); time.sleep(600)"
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "sleeper"},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {"name": "main", "image": "python", "command": ["python3", "-c", script]}
-            ],
-        },
-    }
+    pod = python_pod("sleeper", script)
     apply(cluster, namespace, pod)
     logs = wait_for(
         lambda: cluster.kubectl("logs", "-n", namespace, "sleeper", check=False).stdout.strip(),

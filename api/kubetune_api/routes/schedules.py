@@ -24,12 +24,10 @@ from pydantic import ValidationError
 from kubetune_api.auth import Tenant
 from kubetune_api.deps import AppState, CurrentTenant, State
 from kubetune_api.idempotency import (
-    HEADER,
     IdempotencyInfo,
     IdempotencyMismatchError,
     create_job,
     request_hash,
-    valid_key,
 )
 from kubetune_api.routes.finetune import IdempotencyKey
 from kubetune_api.schedule_requests import (
@@ -45,7 +43,7 @@ from kubetune_api.schedule_requests import (
     schedule_view,
 )
 from kubetune_api.schemas import JobsResponse
-from kubetune_api.service import FieldError
+from kubetune_api.service import check_idempotency_key
 from kubetune_api.store.errors import ConflictError
 from kubetune_api.store.schedules import FineTuneSchedules
 from kubetune_api.views import JobRecord, job_status, sort_newest_first
@@ -79,17 +77,6 @@ def _find(state: AppState, tenant: Tenant, name: str) -> Obj:
     return obj
 
 
-def _checked_key(key: str | None) -> str | None:
-    if key is not None and not valid_key(key):
-        raise FieldError(
-            HEADER,
-            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
-            key,
-            location="header",
-        )
-    return key
-
-
 @router.post("", status_code=201, response_model=ScheduleView, responses=_ERRORS)
 def create_schedule(
     body: ScheduleRequest,
@@ -98,7 +85,7 @@ def create_schedule(
     idempotency_key: IdempotencyKey = None,
 ) -> ScheduleView:
     """Create a schedule; the same Idempotency-Key and body give the same answer."""
-    key = _checked_key(idempotency_key)
+    key = check_idempotency_key(idempotency_key)
     spec = schedule_spec(body, state)
     payload = body.model_dump(mode="json")
     idem = (
@@ -181,7 +168,7 @@ def run_now(
 ) -> RunResponse:
     """Start a run now, whatever the concurrency policy (like `kubectl create job --from`);
     its placeholders render the time of the request."""
-    key = _checked_key(idempotency_key)
+    key = check_idempotency_key(idempotency_key)
     namespace, obj = tenant.namespace, _find(state, tenant, name)
     try:
         schedule = FineTuneSchedule.from_k8s(obj)

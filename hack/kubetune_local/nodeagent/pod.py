@@ -374,15 +374,18 @@ class PodWorker(threading.Thread):
     def _phase(self) -> str:
         return pod_phase(self.policy, self.inits, self.mains)
 
-    def _report(self) -> None:
-        """Patch the pod's status from the current records."""
+    def _current_status(self) -> Obj:
+        """The pod status from the current records (conditions brought up to date)."""
         with self._lock:
             phase = self._phase()
-            when = utc_now()
             self.conditions = update_conditions(
-                self.conditions, desired_conditions(phase, self.inits, self.mains), when
+                self.conditions, desired_conditions(phase, self.inits, self.mains), utc_now()
             )
-            status = pod_status(phase, self.inits, self.mains, self.conditions, self.start_time)
+            return pod_status(phase, self.inits, self.mains, self.conditions, self.start_time)
+
+    def _report(self) -> None:
+        """Patch the pod's status from the current records."""
+        status = self._current_status()
         try:
             self.kube.patch_pod_status(self.ns, self.pod_name, status)
         except Exception as exc:
@@ -403,9 +406,7 @@ class PodWorker(threading.Thread):
         delay = REPORT_RETRY_MIN_S
         while True:
             time.sleep(delay)
-            with self._lock:
-                phase = self._phase()
-                status = pod_status(phase, self.inits, self.mains, self.conditions, self.start_time)
+            status = self._current_status()
             try:
                 self.kube.patch_pod_status(self.ns, self.pod_name, status)
             except Exception as exc:
