@@ -103,7 +103,6 @@ def model_for_saving(
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from kubetune_trainer.modeling import load_model
-    from kubetune_trainer.runtime import DeviceInfo as Device
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(par.model, options=options)
@@ -111,6 +110,8 @@ def model_for_saving(
         return None
     import torch
 
-    plain = load_model(base_model, method, Device(torch.device("cpu"), device.bf16, "cpu"), False)
+    plain = load_model(
+        base_model, method, DeviceInfo(torch.device("cpu"), device.bf16, "cpu"), False
+    )
     plain.load_state_dict(state)
     return plain

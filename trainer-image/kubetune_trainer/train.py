@@ -236,7 +236,9 @@ class _Stepper:
         t = self.t
         micro = self.schedule.step_rows(step, self.cache, t.dist.rank)
         step_tokens = max(self.schedule.step_label_tokens(step, self.cache, self.tokens), 1)
-        loss_total, real = 0.0, 0
+        # Summed on the device in float64 (exactly what Python floats would add up to): one
+        # host sync per step, not one per micro-batch.
+        loss_total, real = torch.zeros((), dtype=torch.float64, device=t.device.device), 0
         for n, indices in enumerate(micro):
             batch = collate([self.rows[i] for i in (indices or [0])], self.pad_id, self.flatten)
             weight = t.dist.world_size if indices else 0  # a used-up shard: in step, no gradient
@@ -244,13 +246,13 @@ class _Stepper:
                 loss = loss_sum(t.par.model, batch, t.device, t.par.forward)
                 (loss * weight / step_tokens).backward()
             if indices:
-                loss_total += float(loss.detach())
+                loss_total += loss.detach().double()
                 real += batch.real_tokens
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         t.optimizer.step()
         t.scheduler.step()
         t.optimizer.zero_grad(set_to_none=True)
-        return loss_total, real, step_tokens
+        return float(loss_total), real, step_tokens
 
 
 def _progress(t: Training, state: TrainState, schedule: Schedule, window: _Window) -> Progress:
