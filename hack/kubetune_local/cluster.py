@@ -44,6 +44,7 @@ from kubetune_local.record import (
     default_state_dir,
     find_component,
     kubeconfig_text,
+    live_pids,
     node_ready,
     write_json,
 )
@@ -174,6 +175,19 @@ def start_supervisor(cluster: LocalCluster) -> int:
     return proc.pid
 
 
+def wait_recorded(cluster: LocalCluster, supervisor: int, timeout: float = 60.0) -> None:
+    """Wait until the supervisor just started has written its PIDs (it adopts running
+    components first), so what `up` returns never names the supervisor it replaced."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if live_pids(cluster.state_dir).get("supervisor") == supervisor:
+            return
+        if not procs.alive(supervisor):
+            raise ClusterError(f"the supervisor exited:\n{_log_tail(cluster, 'supervisor')}")
+        time.sleep(0.1)
+    raise ClusterError(f"the supervisor recorded no PIDs in {timeout:.0f} s")
+
+
 def heartbeat_since(node: Any, since: float) -> bool:
     """Node Ready with a heartbeat posted after `since` (a UNIX time): not a stale record."""
     for cond in (node.get("status") or {}).get("conditions") or []:
@@ -247,7 +261,7 @@ def up(
     stop_strays(marker)
     if not find_component(marker, "supervisor"):
         check_ports(cluster)
-        start_supervisor(cluster)
+        wait_recorded(cluster, start_supervisor(cluster))
     wait_ready(cluster, since)
     started = LocalCluster.load(state) or cluster
     print(

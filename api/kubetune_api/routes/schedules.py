@@ -10,6 +10,7 @@ time of the request.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Query
 from kubernetes import client as k8s
 from kubetune_crd import names
 from kubetune_crd.schedule import FineTuneSchedule, run_manifest
+from kubetune_crd.spec import DNS_LABEL
 from pydantic import ValidationError
 
 from kubetune_api.auth import Tenant
@@ -70,8 +72,9 @@ def _schedules(state: AppState) -> FineTuneSchedules:
 
 
 def _find(state: AppState, tenant: Tenant, name: str) -> Obj:
-    """The tenant's schedule (blocking), or 404."""
-    obj = _schedules(state).get(tenant.namespace, name)
+    """The tenant's schedule (blocking), or 404 (also for a name no schedule can have)."""
+    valid = len(name) <= names.SCHEDULE_NAME_MAX and re.fullmatch(DNS_LABEL, name)
+    obj = _schedules(state).get(tenant.namespace, name) if valid else None
     if obj is None:
         raise HTTPException(status_code=404, detail=f"schedule {name} not found")
     return obj
