@@ -24,7 +24,13 @@ from kubetune_crd.names import (
 from kubetune_crd.spec import FineTuneJobSpec
 from pydantic import BaseModel, Field, create_model
 
-from kubetune_api.request_fields import FIELDS, RequestField, spec_field, spec_value
+from kubetune_api.request_fields import (
+    FIELDS,
+    RequestField,
+    in_optional_group,
+    spec_field,
+    spec_value,
+)
 
 
 class OutputConfig(BaseModel):
@@ -70,6 +76,8 @@ def _echo_field(field: RequestField) -> tuple[Any, Any]:
     if field.kind == "secret":
         return str | None, ...
     annotation = _snake_type(info.annotation)
+    if in_optional_group(field.path):  # promotion, evaluation: unset unless asked for
+        annotation = annotation | None
     if field.name == "lora":
         return annotation | None, Field(..., description="LoRA settings (null for method full).")
     return annotation, Field(..., description=info.description)

@@ -99,6 +99,9 @@ FIELDS: tuple[RequestField, ...] = (
         description="Secret with the S3 credentials for the output.",
     ),
     RequestField("output_s3_region", ("output", "s3", "region"), in_output=True),
+    RequestField("evaluation_prompts", ("evaluation", "prompts")),
+    RequestField("promote_to", ("promotion", "alias")),
+    RequestField("promotion_policy", ("promotion", "policy")),
 )
 
 
@@ -118,6 +121,19 @@ def spec_field(path: tuple[str, ...]) -> FieldInfo:
     for part in path[:-1]:
         model = unwrap_optional(model.model_fields[part].annotation)
     return model.model_fields[path[-1]]
+
+
+def in_optional_group(path: tuple[str, ...]) -> bool:
+    """Whether a spec path passes through a group that is unset by default (`promotion`,
+    `evaluation`, `output`): its field is then unset (None) unless the request gives it, so
+    a default of the group's own (the promotion policy) does not create the group."""
+    model: type[BaseModel] = FineTuneJobSpec
+    for part in path[:-1]:
+        info = model.model_fields[part]
+        if not info.is_required() and info.get_default(call_default_factory=True) is None:
+            return True
+        model = unwrap_optional(info.annotation)
+    return False
 
 
 _CONSTRAINTS = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern", "multiple_of")
@@ -153,7 +169,7 @@ def _request_field(field: RequestField) -> tuple[Any, Any]:
     kwargs = constraints(info, pattern=field.pattern)
     if field.required:
         return annotation, Field(..., description=description, **kwargs)
-    if info.is_required():  # needed once its group is asked for (output.s3.uri)
+    if info.is_required() or in_optional_group(field.path):  # output.s3.uri, promotion.alias
         return annotation | None, Field(None, description=description, **kwargs)
     default = info.get_default(call_default_factory=True)
     return annotation, Field(default, description=description, **kwargs)

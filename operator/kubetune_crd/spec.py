@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from kubetune_crd.base import CamelModel
+from kubetune_crd.promotion import EvaluationSpec, PromotionSpec
 
 # A DNS-1123 label (Kubernetes object names such as claims and secrets).
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -313,6 +314,12 @@ class FineTuneJobSpec(CamelModel):
     )
     checkpoint: CheckpointSpec = Field(
         default_factory=CheckpointSpec, description="Checkpoint interval and retention."
+    )
+    evaluation: EvaluationSpec | None = Field(
+        default=None, description="Prompts answered by the base and the fine-tuned model."
+    )
+    promotion: PromotionSpec | None = Field(
+        default=None, description="Promote the model to an alias (the model in use)."
     )
     deadline_seconds: int = Field(
         default=86400,

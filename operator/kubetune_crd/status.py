@@ -92,6 +92,31 @@ class Metrics(StatusModel):
     train_rows: int | None = Field(default=None, description="Training rows used.")
     eval_rows: int | None = Field(default=None, description="Held-out rows.")
     train_tokens: int | None = Field(default=None, description="Real tokens trained on.")
+    bits_per_byte_before: float | None = Field(
+        default=None,
+        description=(
+            "Held-out bits per byte of the base model: summed token NLL / ln 2 / UTF-8 bytes of "
+            "the held-out target text (comparable across tokenizers)."
+        ),
+    )
+    bits_per_byte_after: float | None = Field(
+        default=None, description="Held-out bits per byte of the fine-tuned model."
+    )
+    champion_bits_per_byte: float | None = Field(
+        default=None,
+        description="Bits per byte of the alias's current model on this job's held-out text.",
+    )
+    eval_bytes: int | None = Field(
+        default=None, description="UTF-8 bytes of the held-out target text bits per byte uses."
+    )
+
+
+class Sample(StatusModel):
+    """One evaluation prompt answered by the base model and by the fine-tuned model."""
+
+    prompt: str = Field(description="The prompt (spec.evaluation.prompts).")
+    before: str | None = Field(default=None, description="The base model's answer.")
+    after: str | None = Field(default=None, description="The fine-tuned model's answer.")
 
 
 class ModelInfo(StatusModel):
@@ -147,5 +172,9 @@ class FineTuneJobStatus(StatusModel):
     progress: Progress | None = Field(default=None, description="Live progress.")
     metrics: Metrics | None = Field(default=None, description="Eval loss before and after.")
     model: ModelInfo | None = Field(default=None, description="The model, once stored.")
+    samples: list[Sample] = Field(
+        default_factory=list,
+        description="Answers to spec.evaluation.prompts before and after (may be shortened).",
+    )
     failure: FailureInfo | None = Field(default=None, description="Why it failed.")
     message: str | None = Field(default=None, description="One line for humans.")

@@ -15,8 +15,9 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_crd.base import CamelModel
+from kubetune_crd.promotion import MAX_PROMPTS
 from kubetune_crd.spec import FineTuneJobSpec
-from kubetune_crd.status import Metrics, ModelInfo
+from kubetune_crd.status import Metrics, ModelInfo, Sample
 
 RUN_CONFIG_ENV = "KUBETUNE_RUN_CONFIG"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -36,6 +37,25 @@ class ExitCode(IntEnum):
     """A transient failure (network, storage): retried, resuming from the last checkpoint."""
     PREEMPTED = 143
     """SIGTERM received; a checkpoint was saved. The next attempt resumes from it."""
+
+
+class ChampionModel(CamelModel):
+    """The alias's current model, which the challenger evaluates on its own held-out split."""
+
+    alias: str | None = Field(default=None, description="The alias it is the current model of.")
+    name: str = Field(description="Its model name (FineTunedModel).")
+    path: str | None = Field(
+        default=None,
+        description=(
+            "Its directory as the trainer pod sees it: absolute, or relative to the models "
+            "volume mount (the claim-relative models/<name>)."
+        ),
+    )
+    uri: str | None = Field(default=None, description="s3://bucket/prefix/<name> (S3 models).")
+    format: str = Field(description="peft-lora, peft-lora+merged or safetensors.")
+    base_model: str | None = Field(
+        default=None, description="Base model of an adapter (default: the run's base model)."
+    )
 
 
 class TrainerRunConfig(CamelModel):
@@ -60,6 +80,9 @@ class TrainerRunConfig(CamelModel):
     progress_token_path: str | None = Field(
         default=None, description="Projected service-account token for the progress endpoint."
     )
+    champion: ChampionModel | None = Field(
+        default=None, description="The promotion alias's current model, to compare with."
+    )
 
 
 class TrainerResult(CamelModel):
@@ -69,3 +92,4 @@ class TrainerResult(CamelModel):
     message: str = Field(default="", max_length=2048)
     model: ModelInfo | None = None
     metrics: Metrics | None = None
+    samples: list[Sample] = Field(default_factory=list, max_length=MAX_PROMPTS)

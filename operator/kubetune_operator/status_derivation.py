@@ -236,6 +236,8 @@ def _succeed(seen: Observed, status: FineTuneJobStatus, conds: ConditionSet) -> 
     status.model = model
     if result is not None and result.metrics is not None:
         status.metrics = result.metrics
+    if result is not None and result.samples:
+        status.samples = result.samples
     status.pending = None
     status.failure = None
     status.completion_time = str(seen.job_status.get("completionTime") or seen.now_s)

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubetune_crd.status import Metrics
+from kubetune_crd.status import Metrics, Sample
 from kubetune_crd.trainer_contract import TrainerResult, TrainerRunConfig
 
+from kubetune_trainer import evaluation
 from kubetune_trainer.checkpointing import Checkpointer
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.distributed import SINGLE, Dist
@@ -66,6 +67,17 @@ class Setup:
     state: TrainState
     pad_id: int
     resumed: bool
+    answers_before: list[str] | None = None
+    """The base model's answers to spec.evaluation.prompts (full fine-tuning; LoRA: at the end)."""
+
+
+@dataclass
+class Evaluated:
+    """What rank 0 adds when it saves: the champion's figure and the answers."""
+
+    metrics: Metrics
+    samples: list[Sample]
+    note: str | None = None
 
 
 def run_job(
@@ -137,13 +149,15 @@ def _train_and_store(run: Run, tokenizer: Any, plan: DataPlan) -> tuple[TrainerR
         store.claim(run.cfg.model_name, job_identity(run.cfg))  # fail before training if taken
     setup = _load_model(run, plan, tokenizer)
     if not setup.resumed:
-        _evaluate_before(run, setup, plan)
+        _evaluate_before(run, setup, plan, tokenizer)
     started = time.monotonic()
     state = _train(run, setup, plan)
-    metrics = _evaluate_after(run, setup, plan, state)
-    stored = _save(run, setup, plan, store, metrics, tokenizer)
+    metrics = evaluation.with_bits_per_byte(
+        _evaluate_after(run, setup, plan, state), tokenizer, plan
+    )
+    stored, final = _save(run, setup, plan, store, metrics, tokenizer)
     seconds = time.monotonic() - started
-    return _result(run, state, metrics, stored, seconds, setup), details
+    return _result(run, state, final, stored, seconds, setup), details
 
 
 def _already_stored(run: Run, existing: StoredModel) -> TrainerResult:
@@ -152,6 +166,9 @@ def _already_stored(run: Run, existing: StoredModel) -> TrainerResult:
         message=f"model already stored by this job at {existing.uri}",
         model=model_info(run.cfg, existing),
         metrics=Metrics.model_validate(existing.manifest.get("metrics") or {}),
+        samples=evaluation.fit_samples(
+            [Sample.model_validate(s) for s in existing.manifest.get("samples") or []]
+        ),
     )
 
 
@@ -207,12 +224,14 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
     return Setup(training, ckpt, state, int(tokenizer.pad_token_id), resumed)
 
 
-def _evaluate_before(run: Run, setup: Setup, plan: DataPlan) -> None:
+def _evaluate_before(run: Run, setup: Setup, plan: DataPlan, tokenizer: Any) -> None:
     run.reporter.stage("evaluating")
     t = setup.training
     setup.state.eval_loss_before = evaluate(
         t.par.model, plan.eval_rows, run.hp.batch_size, setup.pad_id, t.device, run.stop, t.dist
     )
+    if run.dist.main and not t.par.sharded:  # a sharded model answers nothing on one rank
+        setup.answers_before = evaluation.answers_before(run.cfg, t.par.model, tokenizer)
 
 
 def _train(run: Run, setup: Setup, plan: DataPlan) -> TrainState:
@@ -258,23 +277,38 @@ def _save(
     store: VolumeStore | S3Store,
     metrics: Metrics,
     tokenizer: Any,
-) -> StoredModel | None:
-    """Rank 0 writes the model (FSDP first gathers it there: every rank takes part) and then
-    drops the checkpoints; the other ranks are done."""
+) -> tuple[StoredModel | None, Evaluated]:
+    """Rank 0 answers the prompts, scores the champion, writes the model (FSDP first gathers
+    it there: every rank takes part) and then drops the checkpoints; the other ranks are done."""
     state, t = setup.state, setup.training
-    run.reporter.stage("saving", step=state.step, total_steps=state.total_steps, fraction=1.0)
     plain = model_for_saving(t.par, run.cfg.base_model, run.cfg.spec.method, t.device, t.dist)
     if plain is None:
-        return None
-    stored = save_model(run.cfg, store, plain, tokenizer, plan, metrics, t.device, run.work)
+        return None, Evaluated(metrics, [])
+    final = _evaluate_extra(run, setup, plan, plain, metrics, tokenizer)
+    run.reporter.stage("saving", step=state.step, total_steps=state.total_steps, fraction=1.0)
+    stored = save_model(
+        run.cfg, store, plain, tokenizer, plan, final.metrics, t.device, run.work, final.samples
+    )
     shutil.rmtree(run.cfg.checkpoint_dir, ignore_errors=True)
-    return stored
+    return stored, final
+
+
+def _evaluate_extra(
+    run: Run, setup: Setup, plan: DataPlan, plain: Any, metrics: Metrics, tokenizer: Any
+) -> Evaluated:
+    """The answers before/after and the champion's bits per byte on this run's held-out text."""
+    samples = evaluation.samples(run.cfg, plain, tokenizer, setup.answers_before)
+    device = setup.training.device
+    if next(plain.parameters()).device != device.device:  # FSDP's gathered copy is on the CPU
+        device = DeviceInfo(next(plain.parameters()).device, False, "cpu")
+    champion, note = evaluation.champion_bits_per_byte(run.cfg, plan, device, run.work)
+    return Evaluated(metrics.model_copy(update={"champion_bits_per_byte": champion}), samples, note)
 
 
 def _result(
     run: Run,
     state: TrainState,
-    metrics: Metrics,
+    final: Evaluated,
     stored: StoredModel | None,
     seconds: float,
     setup: Setup,
@@ -282,14 +316,25 @@ def _result(
     where = ""
     if run.dist.active:
         where = f" on {run.dist.world_size} processes ({setup.training.par.strategy})"
+    metrics = final.metrics
+    bpb = ""
+    if metrics.bits_per_byte_after is not None:
+        bpb = (
+            f", bits/byte {_fmt(metrics.bits_per_byte_before)} -> "
+            f"{_fmt(metrics.bits_per_byte_after)}"
+        )
+    if metrics.champion_bits_per_byte is not None:
+        bpb += f" (current model {_fmt(metrics.champion_bits_per_byte)})"
+    note = f"; {final.note}" if final.note else ""
     return TrainerResult(
         outcome="succeeded",
         message=(
             f"trained {state.step} steps in {seconds:.0f}s{where}; eval loss "
-            f"{_fmt(metrics.eval_loss_before)} -> {_fmt(metrics.eval_loss_after)}"
+            f"{_fmt(metrics.eval_loss_before)} -> {_fmt(metrics.eval_loss_after)}{bpb}{note}"
         ),
         model=model_info(run.cfg, stored) if stored is not None else None,
         metrics=metrics,
+        samples=evaluation.fit_samples(final.samples),
     )
 
 

@@ -8,11 +8,12 @@ format string are `kubetune_crd.names`', shared with the API's echo and the oper
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kubetune_crd import names
-from kubetune_crd.status import Metrics, ModelInfo
+from kubetune_crd.status import Metrics, ModelInfo, Sample
 from kubetune_crd.trainer_contract import TrainerRunConfig
 
 from kubetune_trainer import __version__
@@ -86,7 +87,11 @@ def _write_files(cfg: TrainerRunConfig, model: Any, tokenizer: Any, staging: Pat
 
 
 def manifest(
-    cfg: TrainerRunConfig, plan: DataPlan, metrics: Metrics, trainer: dict[str, Any]
+    cfg: TrainerRunConfig,
+    plan: DataPlan,
+    metrics: Metrics,
+    trainer: dict[str, Any],
+    samples: Sequence[Sample] = (),
 ) -> dict[str, Any]:
     """`kubetune-model.json` without its file list (the store adds it)."""
     spec = cfg.spec
@@ -107,7 +112,14 @@ def manifest(
             "rows": len(plan.table.rows),
         },
         "hyperparameters": spec.hyperparameters.to_k8s(),
+        # The held-out split the metrics are on: models compare on the same sha256 and split.
+        "evaluation": {
+            "validationSplit": spec.dataset.validation_split,
+            "seed": spec.hyperparameters.seed,
+            "evalRows": len(plan.held_out.examples),
+        },
         "metrics": metrics.to_k8s(),
+        "samples": [s.to_k8s() for s in samples],
         "created": names.now_rfc3339(),
         "trainer": {"version": __version__, **trainer},
     }
@@ -122,6 +134,7 @@ def save_model(
     metrics: Metrics,
     device: DeviceInfo,
     work: Path,
+    samples: Sequence[Sample] = (),
 ) -> StoredModel:
     """Write the model and its manifest into the store (volume: rename into place; S3: the
     manifest last)."""
@@ -134,6 +147,7 @@ def save_model(
         "effectiveBatchSize": plan.schedule.effective_batch,
     }
     try:
-        return store.commit(staging, cfg.model_name, manifest(cfg, plan, metrics, trainer))
+        document = manifest(cfg, plan, metrics, trainer, samples)
+        return store.commit(staging, cfg.model_name, document)
     except OSError as exc:
         raise RetryableError(f"cannot store the model: {exc}") from None
