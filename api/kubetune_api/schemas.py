@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from kubetune_crd.names import MODEL_NAME_PATTERN
+from pydantic import BaseModel, ConfigDict, Field
 
 from kubetune_api.echo import StartConfig
 from kubetune_api.request_fields import ORIGINAL_HYPERPARAMETERS, StartRequest, constraints
@@ -22,6 +23,29 @@ class StartResponse(BaseModel):
 
 
 OriginalStatus = Literal["pending", "queued", "running", "completed", "failed", "cancelled"]
+
+
+class SampleAnswer(BaseModel):
+    """One evaluation prompt with the base model's and the fine-tuned model's answer."""
+
+    prompt: str
+    before: str | None = None
+    after: str | None = None
+
+
+class AliasDecision(BaseModel):
+    """One promotion decision, with both figures."""
+
+    alias: str
+    policy: str
+    promoted: bool
+    reason: str = ""
+    model: str
+    previous: str | None = None
+    challenger_bits_per_byte: float | None = None
+    champion_bits_per_byte: float | None = None
+    version: int | None = None
+    time: str | None = None
 
 
 class JobStatus(BaseModel):
@@ -57,6 +81,13 @@ class JobStatus(BaseModel):
     started: str | None = None
     finished: str | None = None
     metrics: dict[str, Any] | None = None
+    samples: list[SampleAnswer] = Field(
+        default_factory=list,
+        description="spec.evaluation.prompts answered by the base and the fine-tuned model.",
+    )
+    promotion: AliasDecision | None = Field(
+        default=None, description="spec.promotion's decision, once the run ended."
+    )
 
 
 class ModelEntry(BaseModel):
@@ -71,6 +102,74 @@ class ModelEntry(BaseModel):
 class ModelsResponse(BaseModel):
     models: list[ModelEntry]
     total: int
+
+
+class ModelDetail(ModelEntry):
+    """`GET /api/finetune/models/{name}`: the list entry with its lineage."""
+
+    aliases: list[str] = Field(default_factory=list, description="Aliases naming it now.")
+    uri: str | None = None
+    format: str | None = None
+    method: str | None = None
+    job: str | None = Field(default=None, description="The FineTuneJob that trained it.")
+    dataset: dict[str, Any] | None = Field(
+        default=None, description="url, sha256, validation_split, seed."
+    )
+    hyperparameters: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    samples: list[SampleAnswer] = Field(default_factory=list)
+
+
+class CompareEntry(BaseModel):
+    rank: int
+    name: str
+    base_model: str
+    bits_per_byte: float | None = Field(description="Held-out bits per byte (lower is better).")
+    bits_per_byte_before: float | None = None
+    eval_loss: float | None = Field(default=None, description="Per token: not comparable.")
+    job: str | None = None
+
+
+class CompareResponse(BaseModel):
+    """Models trained on the same data and split, ranked by held-out bits per byte."""
+
+    dataset: dict[str, Any]
+    models: list[CompareEntry]
+    total: int
+
+
+class PendingRequest(BaseModel):
+    """A manual promotion or rollback the operator has not carried out yet."""
+
+    id: str
+    action: str
+    model: str
+    time: str | None = None
+
+
+class PromoteRequest(BaseModel):
+    """`POST /api/finetune/aliases/{alias}/promote`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        pattern=MODEL_NAME_PATTERN, max_length=128, description="A model /models lists."
+    )
+
+
+class AliasView(BaseModel):
+    """`GET /api/finetune/aliases/{alias}`."""
+
+    alias: str
+    model: str | None = Field(description="The current model's name (as /models lists it).")
+    path: str | None = Field(description="Its path on the models volume (or its S3 URI).")
+    uri: str | None = None
+    version: int | None = Field(default=None, description="The pointer's version.")
+    bits_per_byte: float | None = None
+    history: list[AliasDecision] = Field(default_factory=list, description="Oldest first.")
+    pending: PendingRequest | None = Field(
+        default=None, description="A promote or rollback asked for and not carried out yet."
+    )
 
 
 class JobsResponse(BaseModel):

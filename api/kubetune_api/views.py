@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -27,7 +26,7 @@ from kubetune_crd.spec import HyperparametersSpec
 from kubetune_crd.status import FineTuneJobStatus
 from pydantic import ValidationError
 
-from kubetune_api.schemas import JobStatus, ModelEntry, ModelsResponse, OriginalStatus
+from kubetune_api.schemas import AliasDecision, JobStatus, OriginalStatus, SampleAnswer
 
 log = logging.getLogger(__name__)
 
@@ -199,46 +198,9 @@ def job_status(rec: JobRecord) -> JobStatus:
         started=st.start_time,
         finished=st.completion_time,
         metrics=st.metrics.model_dump(exclude_none=True) if st.metrics else None,
+        samples=[SampleAnswer(prompt=s.prompt, before=s.before, after=s.after) for s in st.samples],
+        promotion=AliasDecision(**st.promotion.model_dump()) if st.promotion else None,
     )
-
-
-def size_mb(size_bytes: int | None) -> int:
-    """Whole MiB, rounded up so a non-empty model never shows 0."""
-    if not size_bytes:
-        return 0
-    return max(1, math.ceil(size_bytes / (1024 * 1024)))
-
-
-def _model_entry(rec: JobRecord) -> tuple[datetime, ModelEntry] | None:
-    """A Succeeded job's model and when it was written; None for any other job."""
-    st = rec.status
-    if st.phase != "Succeeded" or st.model is None:
-        return None
-    info = st.model
-    written = parse_time(info.created or st.completion_time) or rec.created
-    entry = ModelEntry(
-        name=info.name,
-        base_model=info.base_model_alias or rec.model or info.base_model,
-        created=original_time(written),
-        size_mb=size_mb(info.size_bytes),
-        latest=False,
-        path=info.path or info.uri,
-    )
-    return written or datetime.fromtimestamp(0, timezone.utc), entry
-
-
-def models_view(records: Iterable[JobRecord]) -> ModelsResponse:
-    """The original API's models list: Succeeded jobs' models, newest first, `latest` per base."""
-    rows = [row for row in map(_model_entry, records) if row is not None]
-    rows.sort(key=lambda row: (row[0], row[1].name), reverse=True)
-    seen: set[str] = set()
-    models: list[ModelEntry] = []
-    for _, entry in rows:
-        if entry.base_model not in seen:
-            seen.add(entry.base_model)
-            entry = entry.model_copy(update={"latest": True})
-        models.append(entry)
-    return ModelsResponse(models=models, total=len(models))
 
 
 def sort_newest_first(records: Iterable[JobRecord]) -> list[JobRecord]:

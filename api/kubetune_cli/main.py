@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetune_cli import render, schedules
+from kubetune_cli import aliases, render, schedules
 from kubetune_cli.client import ApiRequestError, ApiUnreachableError, KubetuneClient
 
 EXIT_JOB_FAILED = 1
@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="stop a job, keeping its record")
     cancel.add_argument("job_id")
     schedules.add_parser(sub)
+    aliases.add_parser(sub)
     return parser
 
 
@@ -169,6 +170,10 @@ def _schedule(args: argparse.Namespace, client: KubetuneClient, console: Console
     return schedules.run(args, client, console, _wait)
 
 
+def _alias(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    return aliases.run(args, client, console)
+
+
 COMMANDS: dict[str, Command] = {
     "info": _info,
     "start": _start,
@@ -178,6 +183,7 @@ COMMANDS: dict[str, Command] = {
     "logs": _logs,
     "cancel": _cancel,
     "schedule": _schedule,
+    "alias": _alias,
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from kubetune_local.cluster import REPO
 
 CRD_DIR = REPO / "manifests" / "crds"
-"""The generated CRDs (`make crds`): FineTuneJob and FineTuneSchedule."""
+"""The generated CRDs (`make crds`): FineTuneJob, FineTuneSchedule and the model registry."""
 MODELS_CLAIM, DATA_CLAIM = "kubetune-models", "kubetune-data"
 TINY_MODEL_SUBDIR = Path("base") / "kubetune-tiny"  # the catalog's `tiny` inside the models claim
 

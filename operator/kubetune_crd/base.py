@@ -36,18 +36,18 @@ class StatusModel(CamelModel):
 
 class StoredObject(CamelModel):
     """A whole resource as the apiserver stores it: subclasses declare `api_version` and `kind`
-    (with their defaults), `metadata`, a typed `spec` and a typed `status`."""
+    (with their defaults), `metadata`, a typed `spec` and (unless a record) a typed `status`."""
 
     @classmethod
     def from_k8s(cls, obj: dict[str, Any]) -> Self:
         """Parse an object read from the apiserver (status may be missing or partial)."""
         fields = cls.model_fields
-        return cls.model_validate(
-            {
-                "apiVersion": obj.get("apiVersion", fields["api_version"].default),
-                "kind": obj.get("kind", fields["kind"].default),
-                "metadata": obj.get("metadata") or {},
-                "spec": obj.get("spec") or {},
-                "status": obj.get("status") or {},
-            }
-        )
+        data = {
+            "apiVersion": obj.get("apiVersion", fields["api_version"].default),
+            "kind": obj.get("kind", fields["kind"].default),
+            "metadata": obj.get("metadata") or {},
+            "spec": obj.get("spec") or {},
+        }
+        if "status" in fields:  # a record kind (FineTunedModel) has spec only
+            data["status"] = obj.get("status") or {}
+        return cls.model_validate(data)

@@ -1,8 +1,8 @@
 """Render the CRDs from the typed models: `python -m kubetune_crd.generate`.
 
-Writes the FineTuneJob and FineTuneSchedule CRDs into `manifests/crds/` and the Helm chart's
-`charts/kubetune/crds/` copy. With `--check` it writes nothing and exits 1 when a committed
-file differs from what the models give.
+Writes the FineTuneJob, FineTuneSchedule, FineTunedModel and ModelAlias CRDs into
+`manifests/crds/` and the Helm chart's `charts/kubetune/crds/` copy. With `--check` it writes
+nothing and exits 1 when a committed file differs from what the models give.
 """
 
 from __future__ import annotations
@@ -16,6 +16,20 @@ from typing import Any
 import yaml
 
 from kubetune_crd import names
+from kubetune_crd.promotion import ALIAS_MAX
+from kubetune_crd.registry import (
+    ALIAS_KIND,
+    ALIAS_PLURAL,
+    ALIAS_SHORT_NAMES,
+    ALIAS_SINGULAR,
+    MODEL_KIND,
+    MODEL_PLURAL,
+    MODEL_SHORT_NAMES,
+    MODEL_SINGULAR,
+    FineTunedModelSpec,
+    ModelAliasSpec,
+    ModelAliasStatus,
+)
 from kubetune_crd.resource import (
     CATEGORIES,
     CRD_NAME,
@@ -39,6 +53,8 @@ from kubetune_crd.status import FineTuneJobStatus
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILENAME = f"{GROUP}_{PLURAL}.yaml"
 SCHEDULE_CRD_FILENAME = f"{GROUP}_{SCHEDULE_PLURAL}.yaml"
+MODEL_CRD_FILENAME = f"{GROUP}_{MODEL_PLURAL}.yaml"
+ALIAS_CRD_FILENAME = f"{GROUP}_{ALIAS_PLURAL}.yaml"
 TARGET_DIRS = (REPO / "manifests" / "crds", REPO / "charts" / "kubetune" / "crds")
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -102,8 +118,10 @@ def _crd(
     description: str,
     columns: list[dict[str, Any]],
     properties: dict[str, Any],
+    status: bool = True,
 ) -> dict[str, Any]:
-    """A namespaced CustomResourceDefinition with a status subresource (pure)."""
+    """A namespaced CustomResourceDefinition, with a status subresource unless `status` is
+    False (pure)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -127,7 +145,7 @@ def _crd(
                     "name": API_VERSION_NAME,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}} if status else {},
                     "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
@@ -187,9 +205,63 @@ def build_schedule_crd() -> dict[str, Any]:
     )
 
 
+MODEL_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {"name": "Base", "type": "string", "jsonPath": ".spec.model.baseModelAlias"},
+    {"name": "Bits/Byte", "type": "number", "jsonPath": ".spec.metrics.bitsPerByteAfter"},
+    {"name": "Job", "type": "string", "jsonPath": ".spec.job", "priority": 1},
+    {"name": "Path", "type": "string", "jsonPath": ".spec.model.uri", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+ALIAS_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Model", "type": "string", "jsonPath": ".status.current.model"},
+    {"name": "Version", "type": "integer", "jsonPath": ".status.current.version"},
+    {"name": "Bits/Byte", "type": "number", "jsonPath": ".status.current.bitsPerByte"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_model_crd() -> dict[str, Any]:
+    """The FineTunedModel CustomResourceDefinition as a dict (pure)."""
+    return _crd(
+        f"{MODEL_PLURAL}.{GROUP}",
+        MODEL_KIND,
+        MODEL_PLURAL,
+        MODEL_SINGULAR,
+        MODEL_SHORT_NAMES,
+        "FineTunedModel records one stored model: location, lineage and metrics.",
+        MODEL_PRINTER_COLUMNS,
+        {
+            "metadata": METADATA_SCHEMA,
+            "spec": structural_schema(FineTunedModelSpec),
+        },
+        status=False,
+    )
+
+
+def build_alias_crd() -> dict[str, Any]:
+    """The ModelAlias CustomResourceDefinition as a dict (pure)."""
+    return _crd(
+        f"{ALIAS_PLURAL}.{GROUP}",
+        ALIAS_KIND,
+        ALIAS_PLURAL,
+        ALIAS_SINGULAR,
+        ALIAS_SHORT_NAMES,
+        "ModelAlias names the model in use and keeps the history of its promotions.",
+        ALIAS_PRINTER_COLUMNS,
+        {
+            "metadata": _metadata_schema(ALIAS_MAX),
+            "spec": structural_schema(ModelAliasSpec),
+            "status": structural_schema(ModelAliasStatus, keep_defaults=False),
+        },
+    )
+
+
 CRDS: dict[str, Callable[[], dict[str, Any]]] = {
     CRD_FILENAME: build_crd,
     SCHEDULE_CRD_FILENAME: build_schedule_crd,
+    MODEL_CRD_FILENAME: build_model_crd,
+    ALIAS_CRD_FILENAME: build_alias_crd,
 }
 
 

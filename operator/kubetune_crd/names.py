@@ -21,6 +21,9 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 COMPONENT_TRAINER = "trainer"
 LABEL_FINETUNEJOB = "kubetune.io/finetunejob"
 """On the Job, its pods and Services: the FineTuneJob they belong to."""
+LABEL_ALIAS = "kubetune.io/alias"
+"""On a pointer-publishing Job and its pod: the ModelAlias it publishes."""
+COMPONENT_PUBLISHER = "publisher"
 LABEL_CREATED_BY = "kubetune.io/created-by"
 CREATED_BY_API = "kubetune-api"
 LABEL_IDEMPOTENCY = "kubetune.io/idempotency-key-hash"
@@ -125,6 +128,10 @@ def name_to_job_id(name: str) -> str:
 # --- The output model ------------------------------------------------------------------------
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 MODEL_NAME_MAX = 128
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""A model's directory / prefix name (spec.output.modelName, the registry, pointers)."""
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+"""An object name (RFC 1123 subdomain): a FineTuneJob's, so its FineTunedModel's."""
 _PREFIX_MAX = 60
 _SUFFIX_MAX = 40
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kubetune_crd.base import CamelModel
+from kubetune_crd.base import CamelModel, StatusModel
 
 ALIAS_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 """An alias is a DNS label (RFC 1123, at most 63 characters): it names a Kubernetes object."""
@@ -26,6 +26,9 @@ POLICY_IF_BETTER: PromotionPolicy = "if-better"
 POLICY_NEVER: PromotionPolicy = "never"
 POLICIES: tuple[PromotionPolicy, ...] = (POLICY_ALWAYS, POLICY_IF_BETTER, POLICY_NEVER)
 DEFAULT_POLICY: PromotionPolicy = POLICY_IF_BETTER
+DecisionPolicy = Literal["always", "if-better", "never", "manual"]
+"""What decided: a job's policy, or `manual` (a promote or rollback asked through the API)."""
+POLICY_MANUAL: DecisionPolicy = "manual"
 
 MAX_PROMPTS = 8
 PROMPT_MAX_CHARS = 2000
@@ -126,3 +129,24 @@ def decide(
     return False, (
         f"if-better: challenger {challenger_bpb:.4f} >= current {champion_bpb:.4f} bits/byte"
     )
+
+
+class PromotionOutcome(StatusModel):
+    """One promotion decision, as the trainer made it and the status and alias history keep it."""
+
+    alias: str = Field(description="The alias asked for.")
+    policy: DecisionPolicy = Field(description="The policy that decided (manual: the API).")
+    promoted: bool = Field(description="Whether this job's model became the alias's model.")
+    reason: str = Field(default="", max_length=512, description="Why, in one line.")
+    model: str = Field(description="This job's model (the challenger).")
+    previous: str | None = Field(default=None, description="The alias's model before.")
+    challenger_bits_per_byte: float | None = Field(
+        default=None, description="This model's held-out bits per byte."
+    )
+    champion_bits_per_byte: float | None = Field(
+        default=None, description="The previous model's bits per byte on the same held-out text."
+    )
+    version: int | None = Field(
+        default=None, ge=1, description="The pointer's version written (promoted only)."
+    )
+    time: str | None = Field(default=None, description="When it was decided (RFC 3339).")

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from kubetune_crd import names
 from kubetune_crd.base import CamelModel
 from kubetune_crd.promotion import EvaluationSpec, PromotionSpec
 
@@ -263,7 +264,7 @@ class OutputSpec(CamelModel):
 
     model_name: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        pattern=names.MODEL_NAME_PATTERN,
         description="Directory name of the model; default <model>-finetuned-<job name>.",
     )
     pvc: PvcOutput | None = Field(default=None, description="PersistentVolumeClaim output.")

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_crd.base import StatusModel
+from kubetune_crd.promotion import PromotionOutcome
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -132,6 +133,9 @@ class ModelInfo(StatusModel):
     base_model: str = Field(description="Resolved base model id or path.")
     base_model_alias: str | None = Field(default=None, description="Catalog alias asked for.")
     created: str | None = Field(default=None, description="When the model was written.")
+    dataset_sha256: str | None = Field(
+        default=None, description="sha256 of the training data it was trained on (lineage)."
+    )
 
 
 class FailureInfo(StatusModel):
@@ -175,6 +179,9 @@ class FineTuneJobStatus(StatusModel):
     samples: list[Sample] = Field(
         default_factory=list,
         description="Answers to spec.evaluation.prompts before and after (may be shortened).",
+    )
+    promotion: PromotionOutcome | None = Field(
+        default=None, description="The spec.promotion decision, once made."
     )
     failure: FailureInfo | None = Field(default=None, description="Why it failed.")
     message: str | None = Field(default=None, description="One line for humans.")

@@ -15,11 +15,13 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_crd.base import CamelModel
-from kubetune_crd.promotion import MAX_PROMPTS
+from kubetune_crd.promotion import MAX_PROMPTS, PromotionOutcome
 from kubetune_crd.spec import FineTuneJobSpec
 from kubetune_crd.status import Metrics, ModelInfo, Sample
 
 RUN_CONFIG_ENV = "KUBETUNE_RUN_CONFIG"
+TERMINATION_ENV = "KUBETUNE_TERMINATION_MESSAGE_PATH"
+"""Where a local run writes its termination message instead (default TERMINATION_MESSAGE_PATH)."""
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 PROGRESS_AUDIENCE = "kubetune-progress"
 
@@ -80,6 +82,13 @@ class TrainerRunConfig(CamelModel):
     progress_token_path: str | None = Field(
         default=None, description="Projected service-account token for the progress endpoint."
     )
+    pointer_root: str | None = Field(
+        default=None,
+        description=(
+            "Where alias pointers go (aliases/<alias>.json): the output claim's mount, or the "
+            "S3 output prefix."
+        ),
+    )
     champion: ChampionModel | None = Field(
         default=None, description="The promotion alias's current model, to compare with."
     )
@@ -93,3 +102,4 @@ class TrainerResult(CamelModel):
     model: ModelInfo | None = None
     metrics: Metrics | None = None
     samples: list[Sample] = Field(default_factory=list, max_length=MAX_PROMPTS)
+    promotion: PromotionOutcome | None = None

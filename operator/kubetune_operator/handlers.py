@@ -9,7 +9,9 @@ builders and status derivation; `controller.Controller` keeps the cache and the 
   label selectors, so the operator never receives unrelated Jobs or pods);
 - core/v1 Events with `type=Warning` (server-side field selector), kept only when they
   are about one of our Jobs or pods (FailedCreate, FailedScheduling...);
-- FineTuneSchedules and their runs: schedule_handlers.py, started and stopped here.
+- FineTuneSchedules and their runs: schedule_handlers.py, started and stopped here;
+- ModelAliases and their pointer-publishing Jobs (label `kubetune.io/alias`): a manual
+  promotion or rollback, one step per event (alias_reconciler.py).
 
 Deletion needs no handler and no finalizer: the Job's owner reference lets the garbage
 collector delete it (and its pods) with the FineTuneJob.
@@ -21,9 +23,12 @@ import logging
 from typing import Any, cast
 
 import kopf
+from kubetune_crd import names
+from kubetune_crd.registry import ALIAS_PLURAL
 from kubetune_crd.resource import GROUP, PLURAL, VERSION
 
 from kubetune_operator import schedule_handlers
+from kubetune_operator.alias_reconciler import reconcile_alias
 from kubetune_operator.controller import Controller
 from kubetune_operator.informer_cache import JOB_SELECTOR, POD_SELECTOR
 from kubetune_operator.kube import ApiError, KubeClient, load_configuration
@@ -101,7 +106,30 @@ async def finetunejob_event(event: kopf.RawEvent, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs")
 async def job_event(event: kopf.RawEvent, **_: Any) -> None:
-    controller().job_event(_obj(event), deleted=event["type"] == "DELETED")
+    obj = _obj(event)
+    alias = ((obj.get("metadata") or {}).get("labels") or {}).get(names.LABEL_ALIAS)
+    if alias is not None:  # a pointer-publishing Job: its alias's next step
+        if event["type"] != "DELETED":
+            await _reconcile_alias(str(obj["metadata"]["namespace"]), alias)
+        return
+    controller().job_event(obj, deleted=event["type"] == "DELETED")
+
+
+@kopf.on.event(GROUP, VERSION, ALIAS_PLURAL)
+async def modelalias_event(event: kopf.RawEvent, **_: Any) -> None:
+    if event["type"] != "DELETED":
+        meta = _obj(event).get("metadata") or {}
+        await _reconcile_alias(str(meta.get("namespace")), str(meta.get("name")))
+
+
+async def _reconcile_alias(namespace: str, name: str) -> None:
+    ctl = controller()
+    try:
+        await reconcile_alias(
+            ctl.client, ctl.settings, namespace, name, ctl.settings.reporting_instance
+        )
+    except (ApiError, OSError) as exc:  # the next event of the alias or its Job retries
+        log.warning("alias %s/%s: %s", namespace, name, exc)
 
 
 @kopf.on.event("v1", "pods")

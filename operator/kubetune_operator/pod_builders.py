@@ -43,14 +43,37 @@ def make_resources(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) 
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _claim(volume: str, claim: str, read_only: bool = False) -> Manifest:
+def container_security() -> Manifest:
+    """The restricted profile of a kubetune container (trainer and pointer publisher)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": dict(SECCOMP),
+    }
+
+
+def pod_security(uid: int) -> Manifest:
+    """The pod-level security context: non-root `uid`, its group owning the volumes."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": dict(SECCOMP),
+    }
+
+
+def claim_volume(volume: str, claim: str, read_only: bool = False) -> Manifest:
     source: Manifest = {"claimName": claim}
     if read_only:
         source["readOnly"] = True
     return {"name": volume, "persistentVolumeClaim": source}
 
 
-def _mount(volume: str, path: str, read_only: bool = False) -> Manifest:
+def mount(volume: str, path: str, read_only: bool = False) -> Manifest:
     mount: Manifest = {"name": volume, "mountPath": path}
     if read_only:
         mount["readOnly"] = True
@@ -76,26 +99,26 @@ def make_volumes(
 ) -> tuple[list[Manifest], list[Manifest]]:
     """(pod volumes, container mounts): models claim, emptyDirs, data, output, token."""
     volumes = [
-        _claim(names.VOLUME_MODELS, settings.models_claim),
+        claim_volume(names.VOLUME_MODELS, settings.models_claim),
         {"name": names.VOLUME_TMP, "emptyDir": {}},
         {"name": names.VOLUME_CACHE, "emptyDir": {}},
         {"name": names.VOLUME_SHM, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}},
     ]
     mounts = [
-        _mount(names.VOLUME_MODELS, names.MODELS_MOUNT),
-        _mount(names.VOLUME_TMP, names.TMP_MOUNT),
-        _mount(names.VOLUME_CACHE, names.CACHE_MOUNT),
-        _mount(names.VOLUME_SHM, names.SHM_MOUNT),
+        mount(names.VOLUME_MODELS, names.MODELS_MOUNT),
+        mount(names.VOLUME_TMP, names.TMP_MOUNT),
+        mount(names.VOLUME_CACHE, names.CACHE_MOUNT),
+        mount(names.VOLUME_SHM, names.SHM_MOUNT),
     ]
     if is_volume_path(ftj.spec.dataset.url):
-        volumes.append(_claim(names.VOLUME_DATA, settings.data_claim, read_only=True))
-        mounts.append(_mount(names.VOLUME_DATA, names.DATA_MOUNT, read_only=True))
+        volumes.append(claim_volume(names.VOLUME_DATA, settings.data_claim, read_only=True))
+        mounts.append(mount(names.VOLUME_DATA, names.DATA_MOUNT, read_only=True))
     if plan.output_claim:
-        volumes.append(_claim(names.VOLUME_OUTPUT, plan.output_claim))
-        mounts.append(_mount(names.VOLUME_OUTPUT, names.OUTPUT_MOUNT))
+        volumes.append(claim_volume(names.VOLUME_OUTPUT, plan.output_claim))
+        mounts.append(mount(names.VOLUME_OUTPUT, names.OUTPUT_MOUNT))
     if plan.run_config.progress_url:
         volumes.append(_progress_token_volume())
-        mounts.append(_mount(names.VOLUME_PROGRESS_TOKEN, names.TOKEN_DIR, read_only=True))
+        mounts.append(mount(names.VOLUME_PROGRESS_TOKEN, names.TOKEN_DIR, read_only=True))
     return volumes, mounts
 
 
@@ -112,14 +135,7 @@ def make_container(
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": dict(SECCOMP),
-        },
+        "securityContext": container_security(),
     }
     if settings.trainer_args:
         container["args"] = list(settings.trainer_args)
@@ -163,19 +179,12 @@ def _placement(ftj: FineTuneJob, settings: OperatorSettings) -> Manifest:
 def make_pod_spec(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> Manifest:
     """The trainer pod spec; a multi-node pod joins its run's headless Service (subdomain)."""
     volumes, mounts = make_volumes(ftj, plan, settings)
-    uid = settings.trainer_uid
     pod_spec: Manifest = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": uid,
-            "runAsGroup": uid,
-            "fsGroup": uid,
-            "seccompProfile": dict(SECCOMP),
-        },
+        "securityContext": pod_security(settings.trainer_uid),
         "containers": [make_container(ftj, plan, settings, mounts)],
         "volumes": volumes,
     }

@@ -46,6 +46,27 @@ NAMESPACED_RULES: list[Rule] = [
         "verbs": ["get", "patch", "update"],
     },
     {
+        # the model registry: record each stored model (create; patch after a 409 when a
+        # retried reconcile records it again), read it for a manual promotion; never
+        # deleted, a record outlives its job
+        "apiGroups": ["kubetune.io"],
+        "resources": ["finetunedmodels"],
+        "verbs": ["get", "create", "patch"],
+    },
+    {
+        # watch aliases (manual promotions and rollbacks the API asks for); read an alias's
+        # champion before a run; create the alias on its first decision
+        "apiGroups": ["kubetune.io"],
+        "resources": ["modelaliases"],
+        "verbs": ["get", "list", "watch", "create"],
+    },
+    {
+        # write an alias's current model and history (guarded by resourceVersion)
+        "apiGroups": ["kubetune.io"],
+        "resources": ["modelaliases/status"],
+        "verbs": ["patch"],
+    },
+    {
         # create the trainer Job, adopt it after a 409, set its TTL, delete it on cancel
         "apiGroups": ["batch"],
         "resources": ["jobs"],

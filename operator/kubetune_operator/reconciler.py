@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from kubetune_operator.owned_objects import (
 from kubetune_operator.pod_readers import job_finished
 from kubetune_operator.progress_server import ProgressServer
 from kubetune_operator.refusals import multi_node_refusal
+from kubetune_operator.registry_writer import champion_of, read_alias, record_success
 from kubetune_operator.run_plan import RunPlan, plan_for
 from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.status_derivation import derive_status
@@ -147,8 +149,22 @@ class Reconciler:
         gang_error = await self._ensure_gang_objects(ftj, plan)
         if gang_error is not None:
             return _Current(None, gang_error)
+        plan = await self._with_champion(ftj, plan)
         created = await self._create_job(key, ftj, plan, dequeued)
         return _Current(created.obj, created.error, fresh=True)
+
+    async def _with_champion(self, ftj: FineTuneJob, plan: RunPlan) -> RunPlan:
+        """A promoting run compares with the alias's current model: name it in the config."""
+        promotion = ftj.spec.promotion
+        if promotion is None:
+            return plan
+        namespace = str(ftj.metadata.get("namespace", "default"))
+        alias = await read_alias(self.client, namespace, promotion.alias)
+        champion = champion_of(alias)
+        if champion is None:
+            return plan
+        config = plan.run_config.model_copy(update={"champion": champion})
+        return dataclasses.replace(plan, run_config=config)
 
     async def _ensure_gang_objects(self, ftj: FineTuneJob, plan: RunPlan) -> CreateError | None:
         """A multi-node run's headless Service (and NetworkPolicy), before its pods exist."""
@@ -205,6 +221,9 @@ class Reconciler:
             image_pull_grace_seconds=self.settings.image_pull_grace_seconds,
         )
         status = derived.status
+        if status.phase == "Succeeded" and (obj.get("status") or {}).get("phase") != "Succeeded":
+            # Registered before the status says Succeeded: a failed write is retried with it.
+            await record_success(self.client, ftj, status, self.settings.reporting_instance)
         await self.write_status(key, obj, status.to_k8s(), derived.transitions)
         if status.phase in TERMINAL_PHASES and job is not None:
             await self._finish(key, job, plan, str(status.phase))

@@ -62,6 +62,8 @@ class OutputPlace:
     output_uri: str | None
     checkpoint_dir: str
     location: names.ModelLocation
+    pointer_root: str
+    """Where the alias pointers go: the output claim's mount, or the S3 output prefix."""
 
 
 def gpu_count(ftj: FineTuneJob, settings: OperatorSettings) -> int:
@@ -94,6 +96,7 @@ def output_place(
             output_uri=None,
             checkpoint_dir=f"{mount}/{checkpoints}",
             location=names.pvc_model_location(claim, output.pvc.path, model_name),
+            pointer_root=mount,
         )
     assert output.s3 is not None  # OutputSpec guarantees exactly one target
     return OutputPlace(
@@ -102,6 +105,7 @@ def output_place(
         output_uri=output.s3.uri.rstrip("/"),
         checkpoint_dir=f"{names.MODELS_MOUNT}/{checkpoints}",
         location=names.s3_model_location(output.s3.uri, model_name),
+        pointer_root=output.s3.uri.rstrip("/"),
     )
 
 
@@ -133,6 +137,7 @@ def plan_for(
         output_dir=place.output_dir,
         output_uri=place.output_uri,
         checkpoint_dir=place.checkpoint_dir,
+        pointer_root=place.pointer_root,
         progress_url=progress_url,
         progress_token_path=f"{names.TOKEN_DIR}/{names.TOKEN_FILE}" if progress_url else None,
     )

@@ -238,6 +238,8 @@ def _succeed(seen: Observed, status: FineTuneJobStatus, conds: ConditionSet) -> 
         status.metrics = result.metrics
     if result is not None and result.samples:
         status.samples = result.samples
+    if result is not None and result.promotion is not None:
+        status.promotion = result.promotion
     status.pending = None
     status.failure = None
     status.completion_time = str(seen.job_status.get("completionTime") or seen.now_s)

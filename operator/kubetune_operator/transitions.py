@@ -2,7 +2,7 @@
 
 `kubectl describe ftj` shows them: JobCreated, each Pending reason as it changes (Warnings
 for Unschedulable, ImagePull, WaitingForRetry), Running (again on each new attempt) and
-the final phase.
+the final phase, and the spec.promotion decision (Promoted / NotPromoted).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kubetune_crd.promotion import PromotionOutcome
 from kubetune_crd.status import FineTuneJobStatus
 
 WARNING_PENDING_REASONS = ("Unschedulable", "ImagePull", "WaitingForRetry")
@@ -36,7 +37,18 @@ def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transit
     phase_event = _phase_event(prev, new)
     if phase_event is not None:
         out.append(phase_event)
+    if new.promotion is not None and prev.promotion is None:
+        out.append(decision_transition(new.promotion))
     return out
+
+
+def decision_transition(outcome: PromotionOutcome) -> Transition:
+    """The Event of a promotion decision (on the FineTuneJob and on its ModelAlias)."""
+    if outcome.promoted:
+        message = f"{outcome.model} is now {outcome.alias}: {outcome.reason}"
+        return Transition("Normal", "Promoted", message)
+    message = f"{outcome.model} not promoted to {outcome.alias}: {outcome.reason}"
+    return Transition("Normal", "NotPromoted", message)
 
 
 def _phase_event(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> Transition | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubetune_api.auth import bearer_token, hash_key, parse_keys
+from kubetune_api.model_views import model_rows, models_view, size_mb
 from kubetune_api.service import FieldError, check_dataset
 from kubetune_api.settings import Settings
 from kubetune_api.validation import (
@@ -19,13 +20,7 @@ from kubetune_api.validation import (
     check_addresses,
     parse_dataset_url,
 )
-from kubetune_api.views import (
-    JobRecord,
-    job_status,
-    models_view,
-    record_from_obj,
-    size_mb,
-)
+from kubetune_api.views import JobRecord, job_status, record_from_obj
 from kubetune_crd.names import JOB_ID_RE, job_id_to_name, name_to_job_id, new_job_id
 
 ROOT = "/var/lib/kubetune/datasets"
@@ -270,7 +265,7 @@ def test_models_view_marks_the_latest_per_base_model() -> None:
         done("mistral-a", "mistral", "2024-01-14T15:00:00Z", 100),
         record_from_obj(_obj("j-running", {"phase": "Running"})),
     ]
-    view = models_view(records).model_dump()
+    view = models_view(model_rows([], records)).model_dump()
     assert view["total"] == 3
     names = [(m["name"], m["latest"]) for m in view["models"]]
     assert names == [("phi-new", True), ("mistral-a", True), ("phi-old", False)]

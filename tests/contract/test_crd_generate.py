@@ -1,5 +1,5 @@
-"""The committed CRD YAML (FineTuneJob and FineTuneSchedule) is exactly what the typed models
-give (`make crds`), and structural."""
+"""The committed CRD YAML (FineTuneJob, FineTuneSchedule, FineTunedModel, ModelAlias) is
+exactly what the typed models give (`make crds`), and structural."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
     return found
 
 
-FILENAMES = ("kubetune.io_finetunejobs.yaml", "kubetune.io_finetuneschedules.yaml")
+FILENAMES = (
+    "kubetune.io_finetunejobs.yaml",
+    "kubetune.io_finetuneschedules.yaml",
+    "kubetune.io_finetunedmodels.yaml",
+    "kubetune.io_modelaliases.yaml",
+)
 
 
 def test_committed_crds_match_the_models() -> None:
@@ -65,7 +70,9 @@ def test_schema_is_structural(filename: str) -> None:
         assert key not in ("$ref", "anyOf", "$defs", "title"), path
         if key == "additionalProperties":
             assert value is not False, path
-    assert version["subresources"] == {"status": {}}
+    has_status = "status" in schema["properties"]
+    assert has_status == (filename != "kubetune.io_finetunedmodels.yaml")  # a record: spec only
+    assert version["subresources"] == ({"status": {}} if has_status else {})
 
 
 def test_job_crd_columns_and_names() -> None:

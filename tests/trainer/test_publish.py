@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubetune_crd.alias_pointer import AliasPointer, read_pointer
 from kubetune_crd.names import MODEL_MANIFEST
-from kubetune_serving.pointer import AliasPointer, read_pointer
 from kubetune_trainer.errors import BadInputError
 from kubetune_trainer.publish import publish_s3, publish_volume, s3_pointer_key
 

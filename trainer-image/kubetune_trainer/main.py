@@ -13,6 +13,8 @@ a `TrainerResult` JSON document in the termination message file (`/dev/terminati
     75  retryable: network or storage trouble; the next attempt resumes from a checkpoint
     143 preempted: SIGTERM received, checkpoint saved; the next attempt resumes from it
 
+`kubetune-trainer publish ...` points an alias at a stored model (`publish.py`).
+
 `--validate-only` checks the data (rows, tokens, steps, ETA) without loading model weights.
 
 Processes: one, unless torchrun's `PET_*` variables ask for more (`launcher.py`); then this
@@ -32,6 +34,7 @@ from typing import Any
 
 from kubetune_crd.trainer_contract import (
     RUN_CONFIG_ENV,
+    TERMINATION_ENV,
     TERMINATION_MESSAGE_PATH,
     ExitCode,
     TrainerResult,
@@ -43,7 +46,6 @@ from kubetune_trainer.errors import BadInputError, classify
 from kubetune_trainer.launcher import RankFailedError, Topology
 from kubetune_trainer.runtime import prepare_environment
 
-TERMINATION_ENV = "KUBETUNE_TERMINATION_MESSAGE_PATH"
 MAX_TERMINATION_BYTES = 4096
 log = logging.getLogger("kubetune_trainer")
 
@@ -206,6 +208,11 @@ def _launch(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["publish"]:  # the operator's pointer Job: the one pointer writer
+        from kubetune_trainer import publish
+
+        return publish.main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,

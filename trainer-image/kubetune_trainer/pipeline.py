@@ -30,6 +30,7 @@ from kubetune_trainer.output import S3Store, StoredModel, VolumeStore
 from kubetune_trainer.parallel import model_for_saving, resolve_strategy, wrap
 from kubetune_trainer.plan import DataPlan, estimate, fingerprint, prepare_data
 from kubetune_trainer.progress import ProgressReporter
+from kubetune_trainer.promoting import promote
 from kubetune_trainer.runtime import DeviceInfo, pick_device
 from kubetune_trainer.saving import job_identity, model_info, open_store, save_model
 from kubetune_trainer.train import LoopConfig, StopFlag, Training, evaluate, make_optimizer
@@ -326,15 +327,21 @@ def _result(
     if metrics.champion_bits_per_byte is not None:
         bpb += f" (current model {_fmt(metrics.champion_bits_per_byte)})"
     note = f"; {final.note}" if final.note else ""
+    model = model_info(run.cfg, stored) if stored is not None else None
+    promotion = promote(run.cfg, model, metrics) if model is not None else None
+    if promotion is not None:
+        verdict = "promoted to" if promotion.promoted else "not promoted to"
+        note += f"; {verdict} {promotion.alias}"
     return TrainerResult(
         outcome="succeeded",
         message=(
             f"trained {state.step} steps in {seconds:.0f}s{where}; eval loss "
             f"{_fmt(metrics.eval_loss_before)} -> {_fmt(metrics.eval_loss_after)}{bpb}{note}"
         ),
-        model=model_info(run.cfg, stored) if stored is not None else None,
+        model=model,
         metrics=metrics,
         samples=evaluation.fit_samples(final.samples),
+        promotion=promotion,
     )
 
 

@@ -20,8 +20,10 @@ A pointer only ever names a complete model: its `kubetune-model.json` must exist
     python -m kubetune_trainer.publish --s3-prefix s3://bucket/prefix --alias A --model NAME \\
         --uri s3://bucket/prefix/NAME --format F [--base-model B] [--endpoint-url U]
 
-Prints the pointer written (JSON) and exits 0; 42 on bad input (nothing written), 75 when
-storage failed and a retry may help.
+Prints the pointer written (JSON), also into the termination message file when there is one
+(the operator's publish Job reads its version there), and exits 0; 42 on bad input (nothing
+written), 75 when storage failed and a retry may help. In the trainer image the same command
+is `kubetune-trainer publish ...`.
 """
 
 from __future__ import annotations
@@ -40,11 +42,10 @@ from typing import Any
 
 from kubetune_crd import names
 from kubetune_crd.promotion import ALIAS_PATTERN, ALIASES_DIR, pointer_filename
-from kubetune_crd.trainer_contract import ExitCode
+from kubetune_crd.trainer_contract import TERMINATION_ENV, TERMINATION_MESSAGE_PATH, ExitCode
 
 from kubetune_trainer.errors import BadInputError, RetryableError
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 FORMATS = (names.FORMAT_LORA, names.FORMAT_LORA + names.MERGED_SUFFIX, names.FORMAT_FULL)
 
 
@@ -55,7 +56,7 @@ def check_alias(alias: str) -> str:
 
 
 def _check_model(model: str, fmt: str) -> None:
-    if not re.match(MODEL_NAME_PATTERN, model):
+    if not re.match(names.MODEL_NAME_PATTERN, model):
         raise BadInputError(f"invalid model name {model!r}")
     if fmt not in FORMATS:
         raise BadInputError(f"invalid format {fmt!r}: one of {', '.join(FORMATS)}")
@@ -270,7 +271,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"publish: {exc}", file=sys.stderr)
         return int(ExitCode.RETRYABLE)
     print(json.dumps(doc))
+    _termination_message(json.dumps(doc))
     return 0
+
+
+def _termination_message(body: str) -> None:
+    """The pointer where Kubernetes reads a container's last word (best effort)."""
+    target = Path(os.environ.get(TERMINATION_ENV) or TERMINATION_MESSAGE_PATH)
+    if not target.exists():
+        return  # not in a container
+    with contextlib.suppress(OSError):
+        target.write_text(body, encoding="utf-8")
 
 
 if __name__ == "__main__":

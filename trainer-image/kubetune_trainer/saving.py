@@ -59,6 +59,7 @@ def model_info(cfg: TrainerRunConfig, stored: StoredModel) -> ModelInfo:
         base_model=cfg.base_model,
         base_model_alias=cfg.base_model_alias,
         created=stored.manifest.get("created"),
+        dataset_sha256=(stored.manifest.get("dataset") or {}).get("sha256"),
     )
 
 

@@ -26,14 +26,13 @@ from kubetune_api.schemas import (
     InfoResponse,
     JobsResponse,
     JobStatus,
-    ModelsResponse,
     OriginalStatus,
     StartResponse,
     parameter_ranges,
 )
 from kubetune_api.store.errors import TRANSPORT_ERRORS, StoreUnavailableError
 from kubetune_api.validation import SUPPORTED_FORMATS
-from kubetune_api.views import job_status, models_view, sort_newest_first
+from kubetune_api.views import job_status, sort_newest_first
 
 router = APIRouter(prefix="/api/finetune", tags=["finetune"])
 
@@ -108,13 +107,6 @@ async def status(job_id: str, request: Request) -> Response:
     state: AppState = request.app.state.kubetune
     rec = await find_job(state, tenant_of(request, state), job_id)
     return Response(content=rec.status_json, media_type="application/json")
-
-
-@router.get("/models", response_model=ModelsResponse, responses=_ERRORS)
-async def models(state: State, tenant: CurrentTenant) -> ModelsResponse:
-    """Fine-tuned models of succeeded jobs, newest first; `latest` marks the newest per base."""
-    records = await state.require_store().jobs.in_namespace(tenant.namespace)
-    return models_view(records)
 
 
 @router.get("/jobs", response_model=JobsResponse, responses=_ERRORS)

@@ -13,6 +13,7 @@ from kubetune_api.store.api_key_secrets import ApiKeySecrets
 from kubetune_api.store.claims import IdempotencyClaims
 from kubetune_api.store.finetunejobs import FineTuneJobs
 from kubetune_api.store.job_cache import ALL_NAMESPACES
+from kubetune_api.store.registry import ModelRegistry
 from kubetune_api.store.trainer_pods import TrainerPods
 
 
@@ -36,13 +37,15 @@ def make_api_client(kubeconfig: str | None, pool_size: int) -> k8s.ApiClient:
 
 @dataclass
 class ClusterStore:
-    """FineTuneJobs, idempotency claims, trainer pods and API key Secrets over one client."""
+    """FineTuneJobs, idempotency claims, trainer pods, API key Secrets and the model registry
+    over one client."""
 
     api_client: k8s.ApiClient
     jobs: FineTuneJobs
     claims: IdempotencyClaims
     pods: TrainerPods
     api_keys: ApiKeySecrets
+    registry: ModelRegistry
 
     @classmethod
     def connect(cls, settings: Settings) -> ClusterStore:
@@ -58,7 +61,12 @@ class ClusterStore:
             max_staleness=settings.cache_max_staleness_seconds,
         )
         return cls(
-            api_client, jobs, IdempotencyClaims(core), TrainerPods(core), ApiKeySecrets(core)
+            api_client,
+            jobs,
+            IdempotencyClaims(core),
+            TrainerPods(core),
+            ApiKeySecrets(core),
+            ModelRegistry(k8s.CustomObjectsApi(api_client)),
         )
 
     def start(self) -> None:

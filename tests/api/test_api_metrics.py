@@ -1,0 +1,116 @@
+"""`GET /api/finetune/metrics/{job_id}` through real HTTP on the local cluster.
+
+Tenancy and 404s as `/api/finetune/status`, empty series before any pod, and the curve of a
+run of the stand-in trainer (tests/support/fake_trainer.py: loss 2/step, 1000 tokens/s),
+read from the trainer pod's log while it runs and after it ended.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubetune_local.testing import wait_for
+from kubetune_local.workspace import create_claims
+from support.operator_proc import OperatorProcess
+
+from api.api_proc import ApiProcess
+from api.conftest import key_entry
+
+pytestmark = pytest.mark.cluster
+
+ORIGINAL = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
+EMPTY: dict[str, Any] = {"train": [], "eval": [], "total_steps": None, "downsampled": False}
+
+
+def test_metrics_tenancy_404s_and_empty_series(
+    start_api: Callable[..., ApiProcess],
+    namespace: str,
+    other_namespace: str,
+    data_root: Path,
+    k8s_api: client.ApiClient,
+) -> None:
+    keys = {"key-a": namespace, "key-b": other_namespace}
+    client.CoreV1Api(k8s_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="kubetune-api-keys"),
+            data={key_entry(k): base64.b64encode(ns.encode()).decode() for k, ns in keys.items()},
+        ),
+    )
+    api = start_api(API_KEYS_NAMESPACE=namespace, NAMESPACE=namespace, DATA_ROOT=str(data_root))
+    with api.client() as anon, api.client("key-a") as a, api.client("key-b") as b:
+        job = a.post("/api/finetune/start", json=ORIGINAL).json()["job_id"]
+        wait_for(lambda: a.get(f"/api/finetune/status/{job}").status_code == 200)
+        # no operator here: no pod, no line yet
+        resp = a.get(f"/api/finetune/metrics/{job}")
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"job_id": job, **EMPTY}
+
+        assert anon.get(f"/api/finetune/metrics/{job}").status_code == 401
+        assert (
+            a.get(f"/api/finetune/metrics/{job}", headers={"Authorization": "Bearer x"}).status_code
+            == 401
+        )
+        for client_, job_id in (
+            (b, job),  # another tenant's job
+            (a, "ft_20240101_000000_abcdef"),  # well formed, unknown
+            (a, "NOT_A_JOB"),
+            (a, "ft-20240101-000000-abcdef"),  # the name form is never an id
+            (a, "x" * 300),
+        ):
+            status = client_.get(f"/api/finetune/status/{job_id}")
+            metrics = client_.get(f"/api/finetune/metrics/{job_id}")
+            assert (metrics.status_code, metrics.json()) == (status.status_code, status.json())
+            assert metrics.status_code == 404
+
+
+@pytest.fixture
+def operator(cluster: Any, crd: None, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    create_claims(cluster.kubeconfig, namespace)
+    settings = {"NAMESPACES": [namespace], "TRAINER_DEFAULT_GPUS": "0"}
+    with OperatorProcess(
+        cluster.kubeconfig, settings=settings, log_path=tmp_path / "operator.log"
+    ) as op:
+        yield op
+
+
+def test_metrics_of_a_run_grow_while_it_trains(
+    start_api: Callable[..., ApiProcess], operator: OperatorProcess, namespace: str
+) -> None:
+    api = start_api(AUTH_DISABLED=True, NAMESPACE=namespace)
+    steps = 16
+    body = {"model": "tiny", "dataset_url": f"data/fake_steps-{steps}_interval-0.5.csv"}
+    with api.client() as http:
+        job = http.post("/api/finetune/start", json=body).json()["job_id"]
+
+        def partial() -> dict[str, Any] | None:
+            data: dict[str, Any] = http.get(f"/api/finetune/metrics/{job}").json()
+            return data if 0 < len(data["train"]) < steps else None
+
+        seen = wait_for(partial, timeout=120, what="some but not all points", interval=0.3)
+
+        def finished() -> dict[str, Any] | None:
+            st: dict[str, Any] = http.get(f"/api/finetune/status/{job}").json()
+            return st if st["status"] in ("completed", "failed", "cancelled") else None
+
+        done = wait_for(finished, timeout=120, what="the run to end", interval=0.5)
+        assert done["status"] == "completed", (done, operator.log()[-3000:])
+        data = http.get(f"/api/finetune/metrics/{job}").json()
+    assert len(data["train"]) == steps > len(seen["train"])
+    assert data["train"][: len(seen["train"])] == seen["train"]
+    assert [p["step"] for p in data["train"]] == list(range(1, steps + 1))
+    assert [p["loss"] for p in data["train"]] == [round(2.0 / s, 4) for s in range(1, steps + 1)]
+    assert {p["tokens_per_second"] for p in data["train"]} == {1000.0}
+    assert all(p["time"] is None and p["learning_rate"] is None for p in data["train"])
+    assert data["total_steps"] == steps and data["downsampled"] is False
+    assert data["job_id"] == job
+    # no eval line in the log: the status's eval losses before and after (fake: 2.0, 1.0)
+    assert data["eval"] == [
+        {"step": 0, "loss": 2.0, "time": None},
+        {"step": steps, "loss": 1.0, "time": None},
+    ]

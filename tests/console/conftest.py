@@ -1,0 +1,153 @@
+"""Fixtures of the console tests: Debian's headless Chromium driven by Selenium, the API (and
+the operator) on the local cluster, screenshots under `.local/test-output/console/`.
+
+A missing browser, driver or selenium fails the tests with what to install: these tests
+must not pass by skipping on a CI machine that lacks them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api.api_proc import ApiProcess
+from e2e.stack import E2EStack
+from kubernetes import client
+from kubetune_local.cluster import LocalCluster
+from kubetune_local.workspace import create_claims, install_crd
+from support.operator_proc import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = Path(os.environ.get("KUBETUNE_TEST_OUTPUT") or REPO / ".local" / "test-output") / "console"
+INSTALL_HINT = (
+    "the console tests need Debian's chromium and chromium-driver "
+    "(`hack/install-tools.sh`, or `apt-get install -y chromium chromium-driver`) "
+    "and selenium (`.venv/bin/pip install 'selenium>=4.20'`)"
+)
+
+
+# JS expressions the tests read the pages with
+TRAIN_POINTS = "Number(document.querySelector('svg.loss-chart')?.dataset.trainPoints || 0)"
+EVAL_DOTS = "document.querySelectorAll('svg.loss-chart .eval-dots circle').length"
+BADGE = "document.querySelector('#job-status .badge')?.dataset.status"
+POLYLINE_PAIRS = (
+    "const l = document.querySelector('svg.loss-chart polyline.train-line');"
+    "return l ? l.getAttribute('points').trim().split(/\\s+/) : []"
+)
+
+
+def _executable(env: str, *names: str) -> str | None:
+    given = os.environ.get(env)
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    return next((p for p in map(shutil.which, names) if p), None)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (WebDriver) for the session."""
+    chromium = _executable("KUBETUNE_CHROMIUM", "chromium", "chromium-browser")
+    driver_path = _executable("KUBETUNE_CHROMEDRIVER", "chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as exc:
+        pytest.fail(f"{INSTALL_HINT}: {exc}", pytrace=False)
+    if chromium is None or driver_path is None:
+        missing = [n for n, p in (("chromium", chromium), ("chromedriver", driver_path)) if not p]
+        pytest.fail(f"{INSTALL_HINT}: not found: {', '.join(missing)}", pytrace=False)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+        "--no-first-run",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The browser, with a screenshot of where the test left it saved under SHOTS."""
+    browser.get_log("browser")  # start with an empty console log
+    yield browser
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / f"{request.node.name}.png"))
+    browser.get("about:blank")
+
+
+def browser_errors(browser: Any) -> list[str]:
+    """The console's errors since the last call (CSP violations, failed scripts)."""
+    return [e["message"] for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def wait_js(browser: Any, script: str, timeout: float = 30) -> Any:
+    """Poll a JS expression (`return ...`) until it is truthy; its value."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(
+        lambda d: d.execute_script(script), message=f"timed out waiting for: {script}"
+    )
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: LocalCluster) -> None:
+    install_crd(cluster.kubeconfig, timeout=60)
+
+
+@pytest.fixture
+def start_api(cluster: LocalCluster, crd: None) -> Iterator[Callable[..., ApiProcess]]:
+    started: list[ApiProcess] = []
+
+    def start(**settings: Any) -> ApiProcess:
+        proc = ApiProcess(cluster.kubeconfig, settings).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def fake_operator(
+    cluster: LocalCluster, crd: None, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator with the stand-in trainer (tests/support/fake_trainer.py)."""
+    create_claims(cluster.kubeconfig, namespace)
+    settings = {"NAMESPACES": [namespace], "TRAINER_DEFAULT_GPUS": "0"}
+    with OperatorProcess(
+        cluster.kubeconfig, settings=settings, log_path=tmp_path / "operator.log"
+    ) as op:
+        yield op
+
+
+@pytest.fixture
+def stack(
+    cluster: LocalCluster,
+    crd: None,
+    namespace: str,
+    k8s_api: client.ApiClient,
+    tiny_model: Path,
+    tmp_path: Path,
+) -> Iterator[E2EStack]:
+    """The real operator, API and trainer (tiny model) in the test's namespace."""
+    st = E2EStack(cluster, namespace, k8s_api, tmp_path)
+    st.seed(tiny_model)
+    try:
+        yield st
+    finally:
+        st.close()
