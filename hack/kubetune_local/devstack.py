@@ -6,8 +6,8 @@ refrigeration datasets at the seed's path `data/frigo_training.csv`), then runs 
 and the API (authentication off, said loudly) as background processes whose PIDs and logs
 live in `<repo>/.local/dev/`. dev-down stops exactly those processes, then the cluster; the
 cluster's data (jobs, models and their files) stays for the next dev-up. `clean` stops
-everything and deletes that data. demo = dev-up, then the seed's request over HTTP with a
-live progress bar, then the status and the model list.
+everything and deletes that data. demo = dev-up, then `demo.run_demo`: SmolLM2 fine-tuned
+over HTTP with a live progress bar, its answers and figures before and after, and its alias.
 Usage: `python -m kubetune_local.devstack up|down|demo|clean`.
 """
 
@@ -36,6 +36,7 @@ from kubetune_local.cluster import (
     down,
     up,
 )
+from kubetune_local.demo import run_demo
 from kubetune_local.workspace import (
     DATA_CLAIM,
     TINY_MODEL_SUBDIR,
@@ -50,7 +51,6 @@ NAMESPACE = os.environ.get("KUBETUNE_DEV_NAMESPACE", "default")
 API_PORT = int(os.environ.get("KUBETUNE_DEV_API_PORT", "5002"))
 OPERATOR_PROGRESS_PORT = int(os.environ.get("KUBETUNE_DEV_PROGRESS_PORT", "18081"))
 OPERATOR_LIVENESS_PORT = int(os.environ.get("KUBETUNE_DEV_LIVENESS_PORT", "18080"))
-SEED_REQUEST = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
 
 
 def say(message: str) -> None:
@@ -235,38 +235,13 @@ def _detached_services() -> list[Service]:
 def demo() -> int:
     cluster = dev_up()
     api_url = f"http://127.0.0.1:{API_PORT}"
-    say(f"POST {api_url}/api/finetune/start {json.dumps(SEED_REQUEST)}")
     cli = [str(VENV_BIN / "kubetune"), "--api-url", api_url]
-    started = subprocess.run(
-        [
-            *cli,
-            "--json",
-            "start",
-            "--model",
-            SEED_REQUEST["model"],
-            "--dataset",
-            SEED_REQUEST["dataset_url"],
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    print(started.stdout, end="")
-    if started.returncode != 0:
-        print(started.stderr, file=sys.stderr, end="")
-        return started.returncode
-    job_id = json.loads(started.stdout)["job_id"]
-    say(f"job {job_id}: following progress (FineTuneJob {job_id.replace('_', '-')})")
-    waited = subprocess.run([*cli, "status", job_id, "--wait"], check=False)
-    say(f"GET {api_url}/api/finetune/status/{job_id}")
-    subprocess.run([*cli, "--json", "status", job_id], check=False)
-    say(f"GET {api_url}/api/finetune/models")
-    subprocess.run([*cli, "--json", "models"], check=False)
-    say(f"kubectl get ftj -n {NAMESPACE}:")
-    print(cluster.kubectl("get", "ftj", "-n", NAMESPACE, check=False).stdout, end="")
+    code = run_demo(cluster, NAMESPACE, DEV_DIR, api_url, cli)
+    say(f"kubectl get ftj,ftm,mal -n {NAMESPACE}:")
+    print(cluster.kubectl("get", "ftj,ftm,mal", "-n", NAMESPACE, check=False).stdout, end="")
     say(f"the API keeps running on {api_url}; stop everything with: make dev-down")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
-    return waited.returncode
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,13 +105,19 @@ def seed_claims(pv_root: Path, namespace: str, tiny_model: Path) -> tuple[Path, 
     from kubetune_trainer.samples import copy_samples  # the trainer extra (dev installs it)
 
     models, data = pv_root / namespace / MODELS_CLAIM, pv_root / namespace / DATA_CLAIM
-    target = models / TINY_MODEL_SUBDIR
+    seed_base_model(models, TINY_MODEL_SUBDIR, tiny_model)
+    copy_samples(data)
+    return models, data
+
+
+def seed_base_model(models: Path, subdir: Path, source: Path) -> Path:
+    """A base model directory inside the models claim (kept when it is there already)."""
+    target = models / subdir
     if not (target / "config.json").is_file():
         shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tiny_model, target, copy_function=_link_or_copy)
-    copy_samples(data)
-    return models, data
+        shutil.copytree(source, target, copy_function=_link_or_copy)
+    return target
 
 
 def _link_or_copy(src: str, dst: str) -> None:
