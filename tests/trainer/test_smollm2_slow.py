@@ -49,11 +49,11 @@ def test_smollm2_fine_tune_loss_falls_and_model_generates(
             "learningRate": 1e-3,
             "loggingSteps": 3,
         },
-        evaluation={"prompts": [QUESTION], "maxNewTokens": 24},
         baseModel=str(base),
         baseModelAlias=None,
         modelName="smollm2-frigo",
     )
+    config["spec"]["evaluation"] = {"prompts": [QUESTION], "maxNewTokens": 24}
     run = run_trainer(config)
     assert run.proc.returncode == 0, run.stderr()
     metrics = run.result()["metrics"]

@@ -228,3 +228,7 @@ one-hour expiry the kubelet rotates, as Kubernetes itself does since 1.21.
   mountPath: /var/run/secrets/kubernetes.io/serviceaccount
   readOnly: true
 {{- end -}}
+
+{{- define "kubetune.serving.fullname" -}}
+{{- printf "%s-serving" (include "kubetune.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
