@@ -16,6 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from kubetune_crd import names
+from kubetune_crd.promotion import PromotionOutcome
 from kubetune_crd.resource import API_VERSION, SCHEDULE_KIND
 from kubetune_crd.schedule import (
     SAMPLE_TIME,
@@ -31,7 +32,9 @@ from pydantic.alias_generators import to_camel, to_snake
 from kubetune_api.deps import AppState
 from kubetune_api.idempotency import IdempotencyInfo
 from kubetune_api.request_fields import RequestModel, StartRequest, constraints, field_for_error
+from kubetune_api.schemas import AliasDecision
 from kubetune_api.service import FieldError, build_spec, check_dataset, check_model
+from kubetune_api.views import alias_decision
 
 SCHEDULE_FIELDS = (
     "schedule",
@@ -199,6 +202,9 @@ class ScheduleView(BaseModel):
     last_run: str | None = Field(default=None, description="The latest run's job id.")
     last_run_time: str | None = None
     last_result: str | None = None
+    last_promotion: AliasDecision | None = Field(
+        default=None, description="The latest finished run's promotion decision."
+    )
     last_successful_time: str | None = None
     active: list[str] = Field(default_factory=list, description="Job ids of unfinished runs.")
     run_count: int = 0
@@ -234,6 +240,11 @@ def schedule_view(obj: dict[str, Any]) -> ScheduleView:
         last_run=names.name_to_job_id(status["lastRunName"]) if status.get("lastRunName") else None,
         last_run_time=status.get("lastRunTime"),
         last_result=status.get("lastResult"),
+        last_promotion=alias_decision(
+            PromotionOutcome.model_validate(status["lastPromotion"])
+            if status.get("lastPromotion")
+            else None
+        ),
         last_successful_time=status.get("lastSuccessfulTime"),
         active=[names.name_to_job_id(a["name"]) for a in status.get("active") or []],
         run_count=int(status.get("runCount", 0)),

@@ -22,6 +22,7 @@ from kubetune_crd.names import (
     name_to_job_id,
     parse_time,
 )
+from kubetune_crd.promotion import PromotionOutcome
 from kubetune_crd.spec import HyperparametersSpec
 from kubetune_crd.status import FineTuneJobStatus
 from pydantic import ValidationError
@@ -152,6 +153,11 @@ def record_from_obj(obj: dict[str, Any]) -> JobRecord:
     )
 
 
+def alias_decision(outcome: PromotionOutcome | None) -> AliasDecision | None:
+    """A job's (or a schedule's latest run's) promotion decision, as the API shows it."""
+    return AliasDecision(**outcome.model_dump()) if outcome else None
+
+
 def original_status(status: FineTuneJobStatus) -> OriginalStatus:
     """The original API's status word of a FineTuneJob status."""
     phase = status.phase
@@ -199,7 +205,7 @@ def job_status(rec: JobRecord) -> JobStatus:
         finished=st.completion_time,
         metrics=st.metrics.model_dump(exclude_none=True) if st.metrics else None,
         samples=[SampleAnswer(prompt=s.prompt, before=s.before, after=s.after) for s in st.samples],
-        promotion=AliasDecision(**st.promotion.model_dump()) if st.promotion else None,
+        promotion=alias_decision(st.promotion),
     )
 
 

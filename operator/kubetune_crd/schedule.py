@@ -26,6 +26,7 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 
 from kubetune_crd import names
 from kubetune_crd.base import CamelModel, StatusModel, StoredObject
+from kubetune_crd.promotion import PromotionOutcome
 from kubetune_crd.resource import API_VERSION, SCHEDULE_KIND
 from kubetune_crd.resource import KIND as JOB_KIND
 from kubetune_crd.spec import DatasetSpec, FineTuneJobSpec, OutputSpec
@@ -286,6 +287,10 @@ class FineTuneScheduleStatus(StatusModel):
     )
     last_finished_time: str | None = Field(
         default=None, description="When the latest finished run ended (any result)."
+    )
+    last_promotion: PromotionOutcome | None = Field(
+        default=None,
+        description="The latest finished run's promotion decision: promoted or kept, both figures.",
     )
     last_result: ResultPhase | None = Field(
         default=None, description="How the latest finished run ended."

@@ -24,7 +24,6 @@ from kubetune_crd.registry import (
     ALIAS_PLURAL,
     MODEL_PLURAL,
     AliasRequest,
-    AliasTarget,
     FineTunedModel,
     ModelAlias,
 )
@@ -38,10 +37,10 @@ from kubetune_operator.publish_builders import (
     pointer_version,
     publish_job_name,
     publish_problem,
+    record_bits_per_byte,
     request_outcome,
-    target_of_record,
 )
-from kubetune_operator.registry_writer import registry_path, with_decision
+from kubetune_operator.registry_writer import alias_target, registry_path, with_decision
 from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.transitions import decision_transition
 
@@ -86,19 +85,23 @@ async def _decide(
     request: AliasRequest,
     record: FineTunedModel | None,
     *,
-    promoted: bool,
+    published: bool,
     reason: str,
     version: int | None,
     instance: str,
 ) -> None:
+    """Record the request's decision: promoted when the pointer was published."""
     alias = ModelAlias.from_k8s(obj)
+    promoted = published and record is not None
     outcome = request_outcome(
         alias, request, record, promoted=promoted, reason=reason, time=names.now_rfc3339()
     )
-    if promoted:
+    target = None
+    if promoted and record is not None:
         outcome = outcome.model_copy(update={"version": version})
-    # the target only counts when promoted, and a promotion always has its record
-    target = target_of_record(record, version) if record else AliasTarget(model=request.model)
+        target = alias_target(
+            record.spec.model, str(record.metadata["name"]), record_bits_per_byte(record), version
+        )
     new = with_decision(alias.status, outcome, target) or alias.status
     status = new.model_copy(update={"observed_request": request.id})
     namespace, name = str(alias.metadata["namespace"]), str(alias.metadata["name"])
@@ -113,6 +116,12 @@ async def _decide(
     await post_transitions(client, updated, [decision_transition(outcome)], instance)
 
 
+def _ended(job: Obj) -> bool:
+    return bool((job.get("status") or {}).get("succeeded")) or (
+        (job_condition(job, "Failed") or {}).get("status") == "True"
+    )
+
+
 async def _step(
     client: KubeClient, settings: OperatorSettings, namespace: str, name: str, instance: str
 ) -> None:
@@ -123,58 +132,42 @@ async def _step(
     request = alias.spec.request
     if request is None or alias.status.observed_request == request.id:
         return
-    record = await _record(client, namespace, request.record)
     job_name = publish_job_name(name, request.id)
     job = await _get(client, job_path(namespace, job_name))
+    if job is not None and not _ended(job):
+        return  # publishing: its end is the next event
+    record = await _record(client, namespace, request.record)
     if job is None:
         problem = publish_problem(request, record)
-        if problem is not None or record is None:
-            reason = problem or "no record"
-            await _decide(
-                client,
-                obj,
-                request,
-                record,
-                promoted=False,
-                reason=reason,
-                version=None,
-                instance=instance,
-            )
+        if problem is None and record is not None:
+            try:
+                manifest = build_publish_job(alias, request, record, settings)
+                await client.post(job_path(namespace), manifest)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+            log.info("alias %s/%s: publishing %s (%s)", namespace, name, request.model, job_name)
             return
-        try:
-            await client.post(
-                job_path(namespace), build_publish_job(alias, request, record, settings)
-            )
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-        log.info("alias %s/%s: publishing %s (%s)", namespace, name, request.model, job_name)
-        return
-    if (job.get("status") or {}).get("succeeded"):
+        published, version = False, None
+        reason = problem or f"model record {request.record} not found"
+    else:
         message = await _last_word(client, namespace, job_name)
-        await _decide(
-            client,
-            obj,
-            request,
-            record,
-            promoted=record is not None,
-            reason=f"{request.model} published",
-            version=pointer_version(message),
-            instance=instance,
-        )
-    elif (job_condition(job, "Failed") or {}).get("status") == "True":
-        message = await _last_word(client, namespace, job_name)
-        reason = f"pointer not written: {message[-300:] or 'the publish Job failed'}"
-        await _decide(
-            client,
-            obj,
-            request,
-            record,
-            promoted=False,
-            reason=reason,
-            version=None,
-            instance=instance,
-        )
+        published = bool((job.get("status") or {}).get("succeeded"))
+        version = pointer_version(message) if published else None
+        if published:
+            reason = f"{request.model} published"
+        else:
+            reason = f"pointer not written: {message[-300:] or 'the publish Job failed'}"
+    await _decide(
+        client,
+        obj,
+        request,
+        record,
+        published=published,
+        reason=reason,
+        version=version,
+        instance=instance,
+    )
 
 
 async def reconcile_alias(

@@ -29,16 +29,21 @@ def pod_selector(name: str) -> dict[str, str]:
     return {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_FINETUNEJOB: name}
 
 
-def owner_reference(ftj: FineTuneJob) -> Manifest:
-    """The controller owner reference: deleting the FineTuneJob garbage-collects the object."""
+def controller_reference(api_version: str, kind: str, metadata: dict[str, Any]) -> Manifest:
+    """A controller owner reference: deleting the owner garbage-collects the object."""
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": ftj.metadata["name"],
-        "uid": ftj.metadata["uid"],
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": metadata["name"],
+        "uid": metadata["uid"],
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def owner_reference(ftj: FineTuneJob) -> Manifest:
+    """The FineTuneJob as the controller owner of an object made for it."""
+    return controller_reference(API_VERSION, KIND, ftj.metadata)
 
 
 def owned_metadata(ftj: FineTuneJob, name: str, labels: dict[str, str] | None = None) -> Manifest:

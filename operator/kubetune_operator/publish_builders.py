@@ -18,12 +18,12 @@ from kubetune_crd.promotion import POLICY_MANUAL, PromotionOutcome
 from kubetune_crd.registry import (
     ALIAS_KIND,
     AliasRequest,
-    AliasTarget,
     FineTunedModel,
     ModelAlias,
 )
 from kubetune_crd.resource import API_VERSION
 
+from kubetune_operator.object_meta import controller_reference
 from kubetune_operator.pod_builders import claim_volume, container_security, mount, pod_security
 from kubetune_operator.settings import OperatorSettings
 
@@ -47,19 +47,10 @@ def claim_of(uri: str | None) -> str | None:
     return claim or None
 
 
-def target_of_record(record: FineTunedModel, version: int | None) -> AliasTarget:
-    """What the alias names once the record's model is published."""
-    model = record.spec.model
-    return AliasTarget(
-        model=model.name,
-        record=str(record.metadata.get("name")),
-        path=model.path,
-        uri=model.uri,
-        format=model.format,
-        base_model=model.base_model,
-        bits_per_byte=record.spec.metrics.bits_per_byte_after if record.spec.metrics else None,
-        version=version,
-    )
+def record_bits_per_byte(record: FineTunedModel | None) -> float | None:
+    """The record's held-out bits per byte after training (None: unknown)."""
+    metrics = record.spec.metrics if record is not None else None
+    return metrics.bits_per_byte_after if metrics is not None else None
 
 
 def publish_problem(request: AliasRequest, record: FineTunedModel | None) -> str | None:
@@ -72,17 +63,6 @@ def publish_problem(request: AliasRequest, record: FineTunedModel | None) -> str
     if claim_of(model.uri) is None or not model.path:
         return f"model {model.name} is not on a volume (manual S3 promotion is not supported)"
     return None
-
-
-def _owner(alias: ModelAlias) -> Manifest:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": ALIAS_KIND,
-        "name": alias.metadata["name"],
-        "uid": alias.metadata["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def publish_labels(alias: str) -> dict[str, str]:
@@ -159,7 +139,7 @@ def build_publish_job(
             "name": publish_job_name(name, request.id),
             "namespace": str(alias.metadata["namespace"]),
             "labels": labels,
-            "ownerReferences": [_owner(alias)],
+            "ownerReferences": [controller_reference(API_VERSION, ALIAS_KIND, alias.metadata)],
         },
         "spec": spec,
     }
@@ -193,7 +173,7 @@ def request_outcome(
         reason=f"{request.action}: {reason}"[:512],
         model=request.model,
         previous=current.model if current else None,
-        challenger_bits_per_byte=target_of_record(record, None).bits_per_byte if record else None,
+        challenger_bits_per_byte=record_bits_per_byte(record),
         champion_bits_per_byte=current.bits_per_byte if current else None,
         time=time,
     )

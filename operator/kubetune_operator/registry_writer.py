@@ -32,7 +32,7 @@ from kubetune_crd.registry import (
     ModelAliasStatus,
 )
 from kubetune_crd.resource import API_VERSION, GROUP, VERSION, FineTuneJob
-from kubetune_crd.status import FineTuneJobStatus
+from kubetune_crd.status import FineTuneJobStatus, ModelInfo
 from kubetune_crd.trainer_contract import ChampionModel
 
 from kubetune_operator.events import post_transitions
@@ -86,32 +86,34 @@ def model_record(ftj: FineTuneJob, status: FineTuneJobStatus) -> Obj | None:
     }
 
 
-def target_of(outcome: PromotionOutcome, status: FineTuneJobStatus, job: str) -> AliasTarget:
-    """What the alias names once `outcome` promoted this job's model."""
-    model = status.model
-    assert model is not None  # a promotion outcome comes with a stored model
+def alias_target(
+    model: ModelInfo, record: str, bits_per_byte: float | None, version: int | None
+) -> AliasTarget:
+    """What the alias names once `model` (FineTunedModel `record`) is published."""
     return AliasTarget(
         model=model.name,
-        record=job,
+        record=record,
         path=model.path,
         uri=model.uri,
         format=model.format,
         base_model=model.base_model,
-        bits_per_byte=outcome.challenger_bits_per_byte,
-        version=outcome.version,
+        bits_per_byte=bits_per_byte,
+        version=version,
     )
 
 
 def with_decision(
-    current: ModelAliasStatus, outcome: PromotionOutcome, target: AliasTarget
+    current: ModelAliasStatus, outcome: PromotionOutcome, target: AliasTarget | None
 ) -> ModelAliasStatus | None:
-    """The alias status after `outcome` (None when it is recorded already)."""
+    """The alias status after `outcome` (None when it is recorded already); `target`, the
+    model it names when promoted, is required then."""
     if any(h.model == outcome.model and h.time == outcome.time for h in current.history):
         return None
     history = [*current.history, outcome][-HISTORY_MAX:]
-    return current.model_copy(
-        update={"current": target if outcome.promoted else current.current, "history": history}
-    )
+    if outcome.promoted:
+        assert target is not None, "a promotion names its target"
+    named = target if outcome.promoted else current.current
+    return current.model_copy(update={"current": named, "history": history})
 
 
 def champion_of(alias: ModelAlias | None) -> ChampionModel | None:
@@ -164,7 +166,9 @@ async def record_success(
     outcome = status.promotion
     if outcome is None:
         return
-    target = target_of(outcome, status, job)
+    model = status.model  # not None: model_record() returned a record
+    assert model is not None
+    target = alias_target(model, job, outcome.challenger_bits_per_byte, outcome.version)
     for attempt in range(CONFLICT_RETRIES):
         alias_obj = await _alias_object(client, namespace, outcome.alias)
         new = with_decision(ModelAlias.from_k8s(alias_obj).status, outcome, target)

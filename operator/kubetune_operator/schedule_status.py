@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import cast
 
 from kubetune_crd import names
+from kubetune_crd.promotion import PromotionOutcome
 from kubetune_crd.schedule import CONDITION_READY, FineTuneScheduleStatus, ResultPhase, RunRef
 from kubetune_crd.status import TERMINAL_PHASES
 
@@ -96,13 +97,10 @@ def _later(old: str | None, new: datetime | None) -> str | None:
 
 
 def _results(status: FineTuneScheduleStatus, runs: list[Obj]) -> None:
-    """Last run, last result and last success, never going back in time.
-
-    PROMOTION HOOK (the model-promotion issue): a run is a plain FineTuneJob, so once its spec
-    has `promotion` the template has it too (FineTuneJobTemplate derives from the spec), and
-    the run's own status will hold the decision. The schedule's `lastPromotion` (promoted or
-    kept, with both metrics) is then copied here from `latest`, like `last_result`.
-    """
+    """Last run, last result, last success and last promotion decision, never going back in
+    time. A run is a plain FineTuneJob: a template with `promotion` gives each run the same
+    alias and policy, and the latest finished run's decision (status.promotion: promoted or
+    kept, both figures) is copied here with its result."""
     if runs:
         newest = max(runs, key=scheduled_time)
         when = scheduled_time(newest)
@@ -116,6 +114,9 @@ def _results(status: FineTuneScheduleStatus, runs: list[Obj]) -> None:
         if ended != status.last_finished_time:
             status.last_finished_time = ended
             status.last_result = cast(ResultPhase, run_phase(latest))
+            decided = (latest.get("status") or {}).get("promotion")
+            if decided:
+                status.last_promotion = PromotionOutcome.model_validate(decided)
     succeeded = [_finished_at(r) for r in finished if run_phase(r) == "Succeeded"]
     if succeeded:
         status.last_successful_time = _later(status.last_successful_time, max(succeeded))

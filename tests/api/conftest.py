@@ -1,7 +1,9 @@
-"""Fixtures of the API tests: the CRD on the real cluster, API servers, status patching."""
+"""Fixtures of the API tests: an API on the test's namespace, status patching (the CRD and
+`start_api` come from tests/conftest.py)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,19 +12,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubetune_local.testing import temporary_namespace
-from kubetune_local.workspace import install_crd
 
 from api.api_proc import ApiProcess
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
-
-
-@pytest.fixture(scope="session")
-def crd(cluster: Any) -> None:
-    """The FineTuneJob CRD installed and established."""
-    # install_crd retries `kubectl wait` while the fresh CRD has no conditions yet
-    install_crd(cluster.kubeconfig, timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -35,21 +29,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (root / "data" / "frigo_training.jsonl").write_text('{"text": "Fuite d\'eau"}\n')
     return root
-
-
-@pytest.fixture
-def start_api(cluster: Any, crd: None) -> Iterator[Callable[..., ApiProcess]]:
-    """Start API servers against the cluster; all are stopped at the end of the test."""
-    started: list[ApiProcess] = []
-
-    def start(**settings: Any) -> ApiProcess:
-        proc = ApiProcess(cluster.kubeconfig, settings).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 @pytest.fixture
@@ -110,6 +89,30 @@ def succeeded_status(model_name: str, alias: str, size_bytes: int, created: str)
 
 def key_entry(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+TENANT_KEYS = ("key-a", "key-b")
+"""`tenant_api`'s keys: key-a acts on `namespace`, key-b on `other_namespace`."""
+
+
+@pytest.fixture
+def tenant_api(
+    start_api: Callable[..., ApiProcess],
+    namespace: str,
+    other_namespace: str,
+    data_root: Path,
+    k8s_api: client.ApiClient,
+) -> ApiProcess:
+    """An API with authentication on and two tenants (TENANT_KEYS) in the keys Secret."""
+    keys = dict(zip(TENANT_KEYS, (namespace, other_namespace), strict=True))
+    client.CoreV1Api(k8s_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="kubetune-api-keys"),
+            data={key_entry(k): base64.b64encode(ns.encode()).decode() for k, ns in keys.items()},
+        ),
+    )
+    return start_api(API_KEYS_NAMESPACE=namespace, NAMESPACE=namespace, DATA_ROOT=str(data_root))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ tests do not depend on the operator; `test_api_operator.py` runs the flows with 
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import json
 from collections.abc import Callable
@@ -385,24 +384,15 @@ def test_cache_follows_external_changes(
 
 # -- authentication and tenants --------------------------------------------------------------
 def test_auth_and_tenant_isolation(
-    start_api: Callable[..., ApiProcess],
+    tenant_api: ApiProcess,
     cluster: Any,
     namespace: str,
     other_namespace: str,
-    data_root: Path,
     custom: client.CustomObjectsApi,
     k8s_api: client.ApiClient,
 ) -> None:
     core = client.CoreV1Api(k8s_api)
-    keys = {"key-a": namespace, "key-b": other_namespace}
-    core.create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubetune-api-keys"),
-            data={key_entry(k): base64.b64encode(ns.encode()).decode() for k, ns in keys.items()},
-        ),
-    )
-    api = start_api(API_KEYS_NAMESPACE=namespace, NAMESPACE=namespace, DATA_ROOT=str(data_root))
+    api = tenant_api
     with (
         api.client() as anon,
         api.client("key-a") as a,

@@ -7,19 +7,16 @@ read from the trainer pod's log while it runs and after it ended.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 from kubetune_local.testing import wait_for
 from kubetune_local.workspace import create_claims
 from support.operator_proc import OperatorProcess
 
 from api.api_proc import ApiProcess
-from api.conftest import key_entry
 
 pytestmark = pytest.mark.cluster
 
@@ -28,21 +25,11 @@ EMPTY: dict[str, Any] = {"train": [], "eval": [], "total_steps": None, "downsamp
 
 
 def test_metrics_tenancy_404s_and_empty_series(
-    start_api: Callable[..., ApiProcess],
+    tenant_api: ApiProcess,
     namespace: str,
     other_namespace: str,
-    data_root: Path,
-    k8s_api: client.ApiClient,
 ) -> None:
-    keys = {"key-a": namespace, "key-b": other_namespace}
-    client.CoreV1Api(k8s_api).create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubetune-api-keys"),
-            data={key_entry(k): base64.b64encode(ns.encode()).decode() for k, ns in keys.items()},
-        ),
-    )
-    api = start_api(API_KEYS_NAMESPACE=namespace, NAMESPACE=namespace, DATA_ROOT=str(data_root))
+    api = tenant_api
     with api.client() as anon, api.client("key-a") as a, api.client("key-b") as b:
         job = a.post("/api/finetune/start", json=ORIGINAL).json()["job_id"]
         wait_for(lambda: a.get(f"/api/finetune/status/{job}").status_code == 200)

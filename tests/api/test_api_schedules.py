@@ -3,11 +3,8 @@ API stores FineTuneSchedules and creates "run now" FineTuneJobs itself)."""
 
 from __future__ import annotations
 
-import base64
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +14,7 @@ from kubetune_cli.main import EXIT_REJECTED, main
 from kubetune_local.testing import wait_for
 
 from api.api_proc import ApiProcess
-from api.conftest import key_entry, list_jobs
+from api.conftest import list_jobs
 
 pytestmark = pytest.mark.cluster
 
@@ -190,22 +187,12 @@ def test_run_now_renders_the_request_date_and_is_listed_under_the_schedule(
 
 
 def test_tenants_see_only_their_schedules(
-    start_api: Callable[..., ApiProcess],
+    tenant_api: ApiProcess,
     namespace: str,
     other_namespace: str,
-    data_root: Path,
     custom: client.CustomObjectsApi,
-    k8s_api: client.ApiClient,
 ) -> None:
-    keys = {"key-a": namespace, "key-b": other_namespace}
-    client.CoreV1Api(k8s_api).create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="kubetune-api-keys"),
-            data={key_entry(k): base64.b64encode(ns.encode()).decode() for k, ns in keys.items()},
-        ),
-    )
-    api = start_api(API_KEYS_NAMESPACE=namespace, NAMESPACE=namespace, DATA_ROOT=str(data_root))
+    api = tenant_api
     with api.client() as anon, api.client("key-a") as a, api.client("key-b") as b:
         assert anon.get(BASE).status_code == 401
         assert anon.post(BASE, json=MONTHLY).status_code == 401

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubetune_api.auth import bearer_token, hash_key, parse_keys
 from kubetune_api.model_views import model_rows, models_view, size_mb
+from kubetune_api.schedule_requests import schedule_view
 from kubetune_api.service import FieldError, check_dataset
 from kubetune_api.settings import Settings
 from kubetune_api.validation import (
@@ -303,3 +304,32 @@ def test_cli_status_shows_the_world_size_once_known() -> None:
     base = {"job_id": "ft_20240115_103045_abc123", "status": "running", "progress": 0.5}
     assert not any(line.startswith("world:") for line in status_lines(base))
     assert "world:    2" in status_lines({**base, "world_size": 2})
+
+
+# -- schedules -------------------------------------------------------------------------------
+def test_a_schedules_view_shows_its_latest_runs_promotion_decision() -> None:
+    obj: dict[str, Any] = {
+        "metadata": {"name": "nightly", "creationTimestamp": "2026-12-01T00:00:00Z"},
+        "spec": {"schedule": "0 2 * * *", "jobTemplate": {"model": "tiny"}},
+        "status": {
+            "lastRunName": "ft-20261201-020000-abcdef",
+            "lastResult": "Succeeded",
+            "lastPromotion": {
+                "alias": "frigo",
+                "policy": "if-better",
+                "promoted": False,
+                "reason": "challenger 2.100 bits/byte is not better than champion 1.900",
+                "model": "nightly-1",
+                "previous": "nightly-0",
+                "challengerBitsPerByte": 2.1,
+                "championBitsPerByte": 1.9,
+            },
+        },
+    }
+    view = schedule_view(obj)
+    assert view.last_run == "ft_20261201_020000_abcdef"
+    assert view.last_promotion is not None
+    assert (view.last_promotion.model, view.last_promotion.promoted) == ("nightly-1", False)
+    assert view.last_promotion.champion_bits_per_byte == 1.9
+    del obj["status"]["lastPromotion"]
+    assert schedule_view(obj).last_promotion is None

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api.api_proc import ApiProcess
-from e2e.stack import E2EStack
-from kubernetes import client
 from kubetune_local.cluster import LocalCluster
-from kubetune_local.workspace import create_claims, install_crd
+from kubetune_local.workspace import create_claims
 from support.operator_proc import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,25 +100,6 @@ def wait_js(browser: Any, script: str, timeout: float = 30) -> Any:
     )
 
 
-@pytest.fixture(scope="session")
-def crd(cluster: LocalCluster) -> None:
-    install_crd(cluster.kubeconfig, timeout=60)
-
-
-@pytest.fixture
-def start_api(cluster: LocalCluster, crd: None) -> Iterator[Callable[..., ApiProcess]]:
-    started: list[ApiProcess] = []
-
-    def start(**settings: Any) -> ApiProcess:
-        proc = ApiProcess(cluster.kubeconfig, settings).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
 @pytest.fixture
 def fake_operator(
     cluster: LocalCluster, crd: None, namespace: str, tmp_path: Path
@@ -133,21 +111,3 @@ def fake_operator(
         cluster.kubeconfig, settings=settings, log_path=tmp_path / "operator.log"
     ) as op:
         yield op
-
-
-@pytest.fixture
-def stack(
-    cluster: LocalCluster,
-    crd: None,
-    namespace: str,
-    k8s_api: client.ApiClient,
-    tiny_model: Path,
-    tmp_path: Path,
-) -> Iterator[E2EStack]:
-    """The real operator, API and trainer (tiny model) in the test's namespace."""
-    st = E2EStack(cluster, namespace, k8s_api, tmp_path)
-    st.seed(tiny_model)
-    try:
-        yield st
-    finally:
-        st.close()

@@ -119,6 +119,13 @@ def test_a_running_jobs_curve_gains_points(
     # part of the curve while the job runs ...
     first = wait_js(page, f"const n = {TRAIN_POINTS}; return n > 0 && n < {steps - 5} ? n : 0", 120)
     wait_js(page, f"return {BADGE} === 'running'")
+    # the trainer's own log, followed as it is written (the stand-in prints JSON lines)
+    log = wait_js(
+        page,
+        "const t = document.getElementById('log').textContent; "
+        "return t.includes('\"event\": \"progress\"') ? t : ''",
+    )
+    assert log.splitlines()[0].startswith('{"event": "start"'), log[:300]
     # ... then more points, drawn by the same page without a reload, up to the whole run
     wait_js(page, f"return {TRAIN_POINTS} > {first}", timeout=60)
     wait_js(page, f"return {TRAIN_POINTS} === {steps}", timeout=120)

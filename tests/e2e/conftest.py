@@ -1,9 +1,9 @@
 """End-to-end fixtures: the real cluster, operator, API and trainer; and the scenario report.
 
-`stack` gives each test its own namespace with seeded claims (the tiny base model, built
-once per session, and the sample datasets) and an `E2EStack` that starts the operator and
-the API on demand and stops them afterwards. When a test fails, the FineTuneJob status and
-the operator, API and trainer log tails are attached to its report.
+`stack` (tests/conftest.py) gives each test its own namespace with seeded claims (the tiny
+base model, built once per session, and the sample datasets) and an `E2EStack` that starts
+the operator and the API on demand and stops them afterwards. When a test fails, the
+FineTuneJob status and the operator, API and trainer log tails are attached to its report.
 
 At the end of the session `e2e scenarios: N passed, M failed` counts every test marked
 `e2e` that ran in the session, in any folder.
@@ -12,37 +12,11 @@ At the end of the session `e2e scenarios: N passed, M failed` counts every test 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-from kubetune_local.cluster import LocalCluster
-from kubetune_local.workspace import install_crd
 
 from e2e.stack import E2EStack
-
-
-@pytest.fixture(scope="session")
-def e2e_crd(cluster: LocalCluster) -> None:
-    install_crd(cluster.kubeconfig, timeout=60)
-
-
-@pytest.fixture
-def stack(
-    cluster: LocalCluster,
-    e2e_crd: None,
-    namespace: str,
-    k8s_api: client.ApiClient,
-    tiny_model: Path,
-    tmp_path: Path,
-) -> Iterator[E2EStack]:
-    st = E2EStack(cluster, namespace, k8s_api, tmp_path)
-    st.seed(tiny_model)
-    try:
-        yield st
-    finally:
-        st.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -14,15 +14,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubetune_local.cluster import LocalCluster
-from kubetune_local.workspace import create_claims, install_crd
+from kubetune_local.workspace import create_claims
 from operator_cluster_helpers import Ftj
 from schedule_cluster_helpers import Schedule
 from support.operator_proc import OperatorProcess
-
-
-@pytest.fixture(scope="session")
-def crd(cluster: LocalCluster) -> None:
-    install_crd(cluster.kubeconfig)
 
 
 @pytest.fixture

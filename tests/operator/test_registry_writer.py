@@ -27,10 +27,10 @@ from kubetune_operator.publish_builders import (
     request_outcome,
 )
 from kubetune_operator.registry_writer import (
+    alias_target,
     champion_of,
     model_record,
     registry_path,
-    target_of,
     with_decision,
 )
 from kubetune_operator.settings import OperatorSettings
@@ -89,16 +89,16 @@ def test_record_carries_lineage_and_no_owner() -> None:
 
 
 def test_a_win_becomes_current_a_loss_keeps_it_and_both_are_history() -> None:
-    status = FineTuneJobStatus(phase="Succeeded", model=MODEL)
     win = _outcome("tiny-frigo-a", True, "2026-12-04T10:00:00Z")
-    first = with_decision(ModelAliasStatus(), win, target_of(win, status, "frigo-a"))
+    target = alias_target(MODEL, "frigo-a", win.challenger_bits_per_byte, win.version)
+    first = with_decision(ModelAliasStatus(), win, target)
     assert first is not None and first.current is not None
     assert (first.current.model, first.current.record, first.current.version) == (
         "tiny-frigo-a",
         "frigo-a",
         1,
     )
-    assert with_decision(first, win, target_of(win, status, "frigo-a")) is None  # once only
+    assert with_decision(first, win, target) is None  # once only
     loss = _outcome("tiny-frigo-b", False, "2026-12-04T11:00:00Z", bpb=9.0)
     second = with_decision(first, loss, AliasTarget(model="tiny-frigo-b"))
     assert second is not None and second.current == first.current

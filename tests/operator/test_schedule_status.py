@@ -122,6 +122,37 @@ def test_results_never_go_back_once_runs_are_pruned() -> None:
     assert again == first.model_copy(update={"active": []})
 
 
+def test_the_latest_finished_runs_promotion_decision_is_kept() -> None:
+    def decided(model: str, promoted: bool) -> dict[str, Any]:
+        return {
+            "alias": "frigo",
+            "policy": "if-better",
+            "promoted": promoted,
+            "model": model,
+            "challengerBitsPerByte": 1.5 if promoted else 3.0,
+            "championBitsPerByte": 2.0,
+        }
+
+    wait = Decision("wait", None, 0, "NotDue", False, NEXT)
+    won = run("jan", SLOT, "Succeeded", SLOT + timedelta(hours=1), promotion=decided("m1", True))
+    first = derive_status(FineTuneScheduleStatus(), [won], wait, Outcome(), False, 1, SLOT)
+    assert first.last_promotion is not None and first.last_promotion.promoted
+    lost = run(
+        "feb",
+        SLOT + timedelta(days=31),
+        "Succeeded",
+        SLOT + timedelta(days=31, hours=1),
+        promotion=decided("m2", False),
+    )
+    second = derive_status(first, [won, lost], wait, Outcome(), False, 1, SLOT)
+    assert second.last_promotion is not None
+    assert (second.last_promotion.model, second.last_promotion.promoted) == ("m2", False)
+    assert second.last_promotion.challenger_bits_per_byte == 3.0
+    failed = run("mar", SLOT + timedelta(days=59), "Failed", SLOT + timedelta(days=59, hours=1))
+    third = derive_status(second, [won, lost, failed], wait, Outcome(), False, 1, SLOT)
+    assert third.last_result == "Failed" and third.last_promotion == second.last_promotion
+
+
 def test_a_suspended_schedule_has_no_next_run_and_counts_its_skips() -> None:
     status = derive_status(
         FineTuneScheduleStatus(),

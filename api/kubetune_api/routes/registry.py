@@ -71,6 +71,20 @@ def _valid_alias(alias: str) -> bool:
     return len(alias) <= ALIAS_MAX and re.fullmatch(ALIAS_PATTERN, alias) is not None
 
 
+async def _read_alias(state: AppState, tenant: Tenant, alias: str) -> dict[str, Any] | None:
+    """The tenant's ModelAlias (None: none of that name; `alias` was checked valid)."""
+    registry = state.require_store().registry
+    return await anyio.to_thread.run_sync(registry.alias, tenant.namespace, alias)
+
+
+async def _existing_alias(state: AppState, tenant: Tenant, alias: str) -> dict[str, Any]:
+    """The tenant's ModelAlias; 404 for a name no alias can have or one that is not there."""
+    obj = await _read_alias(state, tenant, alias) if _valid_alias(alias) else None
+    if obj is None:
+        raise HTTPException(status_code=404, detail=f"alias {alias} not found")
+    return obj
+
+
 def _find(rows: list[ModelRow], name: str) -> ModelRow:
     found = (
         next((r for r in rows if r.entry.name == name), None) if MODEL_NAME.match(name) else None
@@ -124,12 +138,7 @@ async def model(name: str, state: State, tenant: CurrentTenant) -> ModelDetail:
 @router.get("/aliases/{alias}", response_model=AliasView, responses=_ERRORS)
 async def get_alias(alias: str, state: State, tenant: CurrentTenant) -> AliasView:
     """The alias's current model and the history of its decisions (both figures each)."""
-    registry = state.require_store().registry
-    obj = None
-    if _valid_alias(alias):
-        obj = await anyio.to_thread.run_sync(registry.alias, tenant.namespace, alias)
-    if obj is None:
-        raise HTTPException(status_code=404, detail=f"alias {alias} not found")
+    obj = await _existing_alias(state, tenant, alias)
     return alias_view(obj)
 
 
@@ -180,8 +189,7 @@ async def promote(
     if not _valid_alias(alias):
         detail = f"invalid alias {alias!r}: a DNS label (lowercase letters, digits, '-')"
         raise HTTPException(status_code=422, detail=detail)
-    registry = state.require_store().registry
-    obj = await anyio.to_thread.run_sync(registry.alias, tenant.namespace, alias)
+    obj = await _read_alias(state, tenant, alias)
     _refuse_pending(alias, obj)
     return await _ask(state, tenant, alias, obj, "promote", body.model)
 
@@ -191,12 +199,7 @@ async def promote(
 )
 async def rollback(alias: str, state: State, tenant: CurrentTenant) -> AliasView:
     """Point the alias back at the model it named before its current one."""
-    registry = state.require_store().registry
-    obj = None
-    if _valid_alias(alias):
-        obj = await anyio.to_thread.run_sync(registry.alias, tenant.namespace, alias)
-    if obj is None:
-        raise HTTPException(status_code=404, detail=f"alias {alias} not found")
+    obj = await _existing_alias(state, tenant, alias)
     _refuse_pending(alias, obj)
     target = rollback_target(ModelAlias.from_k8s(obj))
     if target is None:

@@ -117,7 +117,7 @@ export function render(main, [jobId]) {
   async function pollStatus() {
     try {
       showStatus(await api(`/api/finetune/status/${id}`));
-      log.update(ended);
+      log.update(ended, lastStatus.status === "running");
     } catch (err) {
       if (stopped || err.status === 401) return;
       if (err.status === 404) {

@@ -7,7 +7,7 @@ const TAIL_LINES = 500;
 const KEEP_CHARS = 400_000; // what the page keeps of a long followed log
 const RETRY_MS = 3000;
 
-/** A log panel; `panel.node` goes in the page, `panel.update(ended)` after each status. */
+/** A log panel; `panel.node` goes in the page, `panel.update(ended, started)` after each status. */
 export function logPanel(jobId) {
   const pre = el("pre", { class: "log", id: "log", tabindex: "0" });
   const note = el("p", { class: "muted", id: "log-note" }, "");
@@ -88,10 +88,17 @@ export function logPanel(jobId) {
 
   return {
     node,
-    /** Called after each status read: start the log once, follow while the job runs. */
-    update(jobEnded) {
-      const first = controller === null && !retry;
+    /**
+     * Called after each status read: nothing to read until a trainer has started (no pod
+     * yet answers 409); then start the log once and follow it while the job runs.
+     */
+    update(jobEnded, jobStarted) {
       ended = jobEnded;
+      if (!jobStarted && !ended) {
+        if (!streaming && !retry) note.textContent = "The log appears once the trainer starts.";
+        return;
+      }
+      const first = controller === null && !retry;
       if (first || (follow.checked && !ended && !streaming && !retry)) load();
     },
     stop() {
