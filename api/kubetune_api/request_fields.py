@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-from kubetune_crd.spec import DatasetSpec, FineTuneJobSpec, HyperparametersSpec, SecretRef
+from kubetune_crd.base import SecretRef
+from kubetune_crd.spec import DatasetSpec, FineTuneJobSpec, HyperparametersSpec
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
@@ -82,6 +83,7 @@ FIELDS: tuple[RequestField, ...] = (
     RequestField("distributed", ("distributed",), kind="group"),
     RequestField("scheduling", ("scheduling",), kind="group"),
     RequestField("checkpoint", ("checkpoint",), kind="group"),
+    RequestField("tracking", ("tracking",), kind="group"),
     RequestField("deadline_seconds", ("deadline_seconds",)),
     RequestField("max_retries", ("max_retries",)),
     RequestField("model_name", ("output", "model_name"), in_output=True),

@@ -16,6 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from kubetune_crd import names
+from kubetune_crd.base import DNS_LABEL
 from kubetune_crd.promotion import PromotionOutcome
 from kubetune_crd.resource import API_VERSION, SCHEDULE_KIND
 from kubetune_crd.schedule import (
@@ -25,7 +26,6 @@ from kubetune_crd.schedule import (
     check_placeholders,
     render_placeholders,
 )
-from kubetune_crd.spec import DNS_LABEL
 from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic.alias_generators import to_camel, to_snake
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubetune_crd.catalog import Catalog
 from kubetune_crd.names import (
@@ -37,6 +38,7 @@ from kubetune_api.validation import (
     check_local_file,
     is_ip_literal,
     parse_dataset_url,
+    tracking_address_problem,
 )
 
 Resolver = Callable[[str], list[str]]
@@ -100,6 +102,23 @@ def check_dataset(
     except DatasetURLError as exc:
         raise FieldError(field, str(exc), url) from None
     return parsed
+
+
+def check_tracking(spec: FineTuneJobSpec, settings: Settings, resolve: Resolver) -> None:
+    """The MLflow server's host (an IP, or what the name resolves to) is no metadata or
+    link-local address; FieldError names `tracking`."""
+    mlflow = spec.tracking.mlflow if spec.tracking else None
+    if mlflow is None:
+        return
+    host = (urlsplit(mlflow.tracking_uri).hostname or "").strip("[]")
+    addresses = [host] if is_ip_literal(host) else []
+    if not addresses and settings.resolve_dataset_hosts:
+        addresses = resolve(host)
+    for address in addresses:
+        problem = tracking_address_problem(address)
+        if problem:
+            message = f"tracking server {host!r} is not allowed: {problem}"
+            raise FieldError("tracking", message, mlflow.tracking_uri)
 
 
 def build_spec(req: StartRequest, dataset: ParsedDataset, settings: Settings) -> FineTuneJobSpec:

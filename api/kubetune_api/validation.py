@@ -187,6 +187,23 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+def tracking_address_problem(address: str) -> str | None:
+    """Why a tracking server's address is refused, or None. MLflow usually runs in the
+    cluster (private and loopback addresses are fine); cloud metadata and link-local
+    addresses never are: the trainer pod must not be pointed at the node's credentials."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if any(ip in net for net in _METADATA_NETWORKS):
+        return f"{ip} is a cloud metadata address"
+    if ip.is_link_local:
+        return f"{ip} is a link-local address (includes cloud metadata)"
+    if ip.is_multicast or ip.is_unspecified:
+        return f"{ip} is a reserved address"
+    return None
+
+
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]").split("%", 1)[0])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from typing_extensions import Self
 
@@ -51,3 +51,13 @@ class StoredObject(CamelModel):
         if "status" in fields:  # a record kind (FineTunedModel) has spec only
             data["status"] = obj.get("status") or {}
         return cls.model_validate(data)
+
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""A DNS-1123 label (Kubernetes object names such as claims and secrets)."""
+
+
+class SecretRef(CamelModel):
+    """A Secret in the FineTuneJob's namespace."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=253, description="Secret name.")

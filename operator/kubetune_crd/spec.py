@@ -13,11 +13,10 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from kubetune_crd import names
-from kubetune_crd.base import CamelModel
+from kubetune_crd.base import DNS_LABEL, CamelModel, SecretRef
 from kubetune_crd.promotion import EvaluationSpec, PromotionSpec
+from kubetune_crd.tracking import TrackingSpec
 
-# A DNS-1123 label (Kubernetes object names such as claims and secrets).
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Catalog alias (`phi`), Hugging Face id (`microsoft/phi-2`) or a path on a mounted volume.
 MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
 DATASET_URL = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https://[^\s]+|[^\s:]+)$"
@@ -26,12 +25,6 @@ QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
 DatasetFormat = Literal["auto", "csv", "jsonl"]
 Method = Literal["lora", "full"]
-
-
-class SecretRef(CamelModel):
-    """A Secret in the FineTuneJob's namespace."""
-
-    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253, description="Secret name.")]
 
 
 class DatasetSpec(CamelModel):
@@ -143,6 +136,15 @@ class HyperparametersSpec(CamelModel):
     )
     logging_steps: int = Field(
         default=10, ge=1, le=10000, description="Report progress every this many steps."
+    )
+    eval_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Also measure the held-out loss every this many steps (unset: only before and "
+            "after training)."
+        ),
     )
 
 
@@ -321,6 +323,9 @@ class FineTuneJobSpec(CamelModel):
     )
     promotion: PromotionSpec | None = Field(
         default=None, description="Promote the model to an alias (the model in use)."
+    )
+    tracking: TrackingSpec | None = Field(
+        default=None, description="Experiment tracking: MLflow, TensorBoard event files."
     )
     deadline_seconds: int = Field(
         default=86400,

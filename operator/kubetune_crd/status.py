@@ -12,6 +12,7 @@ from pydantic import Field
 
 from kubetune_crd.base import StatusModel
 from kubetune_crd.promotion import PromotionOutcome
+from kubetune_crd.tracking import TrackingReport
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -32,6 +33,9 @@ CONDITION_FAILED = "Failed"
 """True when the job failed (reason: the classified FailureReason)."""
 CONDITION_CANCELLED = "Cancelled"
 """True when spec.cancel stopped the job."""
+CONDITION_TRACKING = "TrackingHealthy"
+"""With spec.tracking: True when every tracker logged the run, False (TrackingFailed) when one
+stopped; training goes on either way."""
 
 FailureReason = Literal[
     "BadInput",
@@ -182,6 +186,9 @@ class FineTuneJobStatus(StatusModel):
     )
     promotion: PromotionOutcome | None = Field(
         default=None, description="The spec.promotion decision, once made."
+    )
+    tracking: TrackingReport | None = Field(
+        default=None, description="The MLflow run and TensorBoard files (spec.tracking)."
     )
     failure: FailureInfo | None = Field(default=None, description="Why it failed.")
     message: str | None = Field(default=None, description="One line for humans.")

@@ -18,6 +18,7 @@ from kubetune_crd.base import CamelModel
 from kubetune_crd.promotion import MAX_PROMPTS, PromotionOutcome
 from kubetune_crd.spec import FineTuneJobSpec
 from kubetune_crd.status import Metrics, ModelInfo, Sample
+from kubetune_crd.tracking import TrackingReport
 
 RUN_CONFIG_ENV = "KUBETUNE_RUN_CONFIG"
 TERMINATION_ENV = "KUBETUNE_TERMINATION_MESSAGE_PATH"
@@ -103,3 +104,4 @@ class TrainerResult(CamelModel):
     metrics: Metrics | None = None
     samples: list[Sample] = Field(default_factory=list, max_length=MAX_PROMPTS)
     promotion: PromotionOutcome | None = None
+    tracking: TrackingReport | None = None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from kubetune_crd.spec import DNS_LABEL, QUANTITY, Toleration
+from kubetune_crd.base import DNS_LABEL
+from kubetune_crd.spec import QUANTITY, Toleration
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

@@ -33,6 +33,7 @@ from kubetune_crd.status import (
     CONDITION_RUNNING,
     CONDITION_SCHEDULED,
     CONDITION_SUCCEEDED,
+    CONDITION_TRACKING,
     TERMINAL_PHASES,
     FailureInfo,
     FineTuneJobStatus,
@@ -41,6 +42,7 @@ from kubetune_crd.status import (
     PendingReason,
     Progress,
 )
+from kubetune_crd.tracking import TrackingReport
 
 from kubetune_operator.conditions import ConditionSet, short
 from kubetune_operator.create_error import CreateError, is_permanent
@@ -240,6 +242,7 @@ def _succeed(seen: Observed, status: FineTuneJobStatus, conds: ConditionSet) -> 
         status.samples = result.samples
     if result is not None and result.promotion is not None:
         status.promotion = result.promotion
+    _record_tracking(result.tracking if result is not None else None, status, conds)
     status.pending = None
     status.failure = None
     status.completion_time = str(seen.job_status.get("completionTime") or seen.now_s)
@@ -251,6 +254,19 @@ def _succeed(seen: Observed, status: FineTuneJobStatus, conds: ConditionSet) -> 
     conds.set(CONDITION_SCHEDULED, True, "Scheduled")
     conds.set(CONDITION_RUNNING, False, "Completed", "the trainer finished")
     conds.set(CONDITION_SUCCEEDED, True, "ModelStored", status.message)
+
+
+def _record_tracking(
+    report: TrackingReport | None, status: FineTuneJobStatus, conds: ConditionSet
+) -> None:
+    """The trainer's tracking report (spec.tracking): the run ids, and TrackingHealthy."""
+    if report is None:
+        return
+    status.tracking = report
+    if report.error:
+        conds.set(CONDITION_TRACKING, False, "TrackingFailed", report.error)
+    else:
+        conds.set(CONDITION_TRACKING, True, "Logged", "every tracker logged the run")
 
 
 def _fail(

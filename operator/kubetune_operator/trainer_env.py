@@ -7,6 +7,8 @@
   trainer re-executes itself under `torch.distributed.run` when the world size is above 1.
 - S3 credentials from Secrets, never from the run config: the output's Secret gives AWS_*; a
   different dataset Secret gives DATASET_AWS_* (a dataset Secret alone gives AWS_*).
+- MLflow credentials (spec.tracking.mlflow.credentialsSecretRef): each of MLflow's own
+  MLFLOW_TRACKING_* keys the Secret holds, optional, never in the run config.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from kubetune_crd import names
 from kubetune_crd.resource import FineTuneJob
+from kubetune_crd.tracking import MLFLOW_SECRET_KEYS
 from kubetune_crd.trainer_contract import RUN_CONFIG_ENV
 
 from kubetune_operator.gang_builders import master_address
@@ -32,6 +35,7 @@ def trainer_env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> 
         *base_env(plan),
         *distributed_env(ftj, plan, settings),
         *s3_env(ftj, plan, settings),
+        *tracking_env(ftj),
     ]
 
 
@@ -137,3 +141,13 @@ def s3_env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> list[
     if s3 and s3.region and not out_secret:
         env.append({"name": "AWS_REGION", "value": s3.region})
     return env
+
+
+def tracking_env(ftj: FineTuneJob) -> list[EnvVar]:
+    """The MLflow Secret's keys as MLflow's own variables (each optional: a password pair or
+    a token)."""
+    tracking = ftj.spec.tracking
+    ref = tracking.mlflow.credentials_secret_ref if tracking and tracking.mlflow else None
+    if ref is None:
+        return []
+    return [_secret_env(key, ref.name, key, True) for key in MLFLOW_SECRET_KEYS]

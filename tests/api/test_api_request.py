@@ -19,6 +19,7 @@ from kubetune_api.service import (
     build_object,
     build_spec,
     check_model,
+    check_tracking,
     for_job,
 )
 from kubetune_api.settings import Settings
@@ -61,6 +62,10 @@ def test_original_defaults_are_the_spec_defaults() -> None:
         ({"model": "phi", "dataset_url": "data/a.csv", "lora": {"r": 0}}, "lora"),
         ({"model": "phi", "dataset_url": "data/a.csv", "lora": {"rank": 8}}, "lora"),
         ({"model": 5, "dataset_url": "data/a.csv"}, "model"),
+        ({**ORIGINAL, "tracking": {"mlflow": {"trackingUri": "ftp://mlflow"}}}, "tracking"),
+        ({**ORIGINAL, "tracking": {"mlflow": {"trackingUri": "http://u:p@m"}}}, "tracking"),
+        ({**ORIGINAL, "tracking": {"wandb": {}}}, "tracking"),
+        ({**ORIGINAL, "eval_steps": 0}, "eval_steps"),
     ],
 )
 def test_bad_requests_name_the_field(body: dict[str, Any], field: str) -> None:
@@ -250,3 +255,26 @@ def test_model_and_dataset_bounds_are_the_contract_s() -> None:
     assert constraints(StartRequest.model_fields["model"]) == model
     url = constraints(DatasetSpec.model_fields["url"], pattern=False)
     assert constraints(StartRequest.model_fields["dataset_url"]) == url
+
+
+def test_tracking_reaches_the_spec_and_never_a_metadata_address() -> None:
+    tracking = {
+        "mlflow": {"trackingUri": "http://mlflow.mlops.svc:5000", "experiment": "frigo"},
+        "tensorboard": True,
+    }
+    _, spec = _spec({"tracking": tracking, "eval_steps": 50})
+    assert spec.tracking.mlflow.experiment == "frigo" and spec.tracking.tensorboard
+    assert spec.hyperparameters.eval_steps == 50
+    in_cluster = {"mlflow.mlops.svc": ["10.96.0.12"], "metadata.internal": ["169.254.169.254"]}
+    check_tracking(spec, Settings(), lambda host: in_cluster[host])  # private is fine
+    for uri in (
+        "http://169.254.169.254/latest",
+        "http://[fd00:ec2::254]:80",
+        "http://metadata.internal",
+    ):
+        bad = spec.model_copy(deep=True)
+        assert bad.tracking is not None and bad.tracking.mlflow is not None
+        bad.tracking.mlflow.tracking_uri = uri
+        with pytest.raises(FieldError) as info:
+            check_tracking(bad, Settings(), lambda host: in_cluster[host])
+        assert info.value.field == "tracking" and "not allowed" in info.value.message

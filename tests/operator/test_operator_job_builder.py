@@ -318,6 +318,25 @@ def test_s3_output_credentials_from_secret_only() -> None:
     assert "AWS_SECRET_ACCESS_KEY" not in env["KUBETUNE_RUN_CONFIG"]["value"]
 
 
+def test_mlflow_credentials_come_from_the_secret_only() -> None:
+    tracking = {
+        "mlflow": {
+            "trackingUri": "http://mlflow.mlops:5000",
+            "credentialsSecretRef": {"name": "mlflow-creds"},
+        },
+        "tensorboard": True,
+    }
+    job = build(ftj({"tracking": tracking}))
+    env = {e["name"]: e for e in container(job)["env"]}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        ref = env[key]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "mlflow-creds", "key": key, "optional": True}
+    cfg = run_config(job)
+    assert cfg.spec.tracking is not None and cfg.spec.tracking.tensorboard
+    untracked = {e["name"] for e in container(build(ftj()))["env"]}
+    assert not any(name.startswith("MLFLOW_") for name in untracked)
+
+
 def test_capabilities_pod_failure_policy_and_suspend() -> None:
     queued = ftj({"scheduling": {"queueName": "gpu-queue", "priorityClassName": "high"}})
     new = build(queued, CURRENT)

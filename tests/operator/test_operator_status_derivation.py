@@ -188,6 +188,29 @@ def test_running_then_succeeded_with_trainer_result() -> None:
     assert [t.reason for t in d.transitions] == ["Succeeded"]
 
 
+def test_a_tracking_failure_is_a_false_condition_on_a_succeeded_job() -> None:
+    def done(tracking: dict[str, Any]) -> Any:
+        result = {"outcome": "succeeded", "message": "ok", "tracking": tracking}
+        state = terminated(0, "Completed", json.dumps(result))
+        return derive_status(
+            ftj(), job(cond("Complete")), [pod(phase="Succeeded", state=state)], now=NOW
+        ).status
+
+    failed = done({"mlflowRunId": "r1", "error": "MLflow: ConnectionError: refused"})
+    assert failed.phase == "Succeeded" and failed.tracking is not None
+    assert failed.tracking.mlflow_run_id == "r1"
+    tracking = next(c for c in failed.conditions if c.type == "TrackingHealthy")
+    assert (tracking.status, tracking.reason) == ("False", "TrackingFailed")
+    assert tracking.message == "MLflow: ConnectionError: refused"
+    logged = done({"mlflowRunId": "r2", "tensorboard": "tensorboard"})
+    assert {c.type: c.status for c in logged.conditions}["TrackingHealthy"] == "True"
+    untracked = derive_status(
+        ftj(), job(cond("Complete")), [pod(phase="Succeeded", state=terminated(0))], now=NOW
+    ).status
+    assert untracked.tracking is None
+    assert "TrackingHealthy" not in {c.type for c in untracked.conditions}
+
+
 def test_succeeded_without_result_falls_back_to_expected_model() -> None:
     d = derive_status(
         ftj(),

@@ -13,11 +13,11 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune_crd.status import Metrics, Sample
+from kubetune_crd.status import Metrics, Progress, Sample
 from kubetune_crd.trainer_contract import TrainerResult, TrainerRunConfig
 
 from kubetune_trainer import evaluation
@@ -33,6 +33,7 @@ from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.promoting import promote
 from kubetune_trainer.runtime import DeviceInfo, pick_device
 from kubetune_trainer.saving import job_identity, model_info, open_store, save_model
+from kubetune_trainer.tracking import Tracking
 from kubetune_trainer.train import LoopConfig, StopFlag, Training, evaluate, make_optimizer
 from kubetune_trainer.train import train_loop as run_loop
 
@@ -48,10 +49,21 @@ class Run:
     stop: StopFlag
     dist: Dist
     work: Path
+    tracking: Tracking = field(default_factory=lambda: Tracking(None, None))
 
     @property
     def hp(self) -> Any:
         return self.cfg.spec.hyperparameters
+
+    def report(self, progress: Progress) -> None:
+        """A logging step: the status (rank 0's reporter) and the trackers."""
+        self.reporter.report(progress)
+        self.tracking.train(progress)
+
+    def eval_point(self, step: int, loss: float | None) -> None:
+        """A held-out loss: an `eval` log line (the API's eval series) and the trackers."""
+        self.reporter.eval(step, loss)
+        self.tracking.eval(step, loss)
 
     def agree_stop(self, where: str) -> None:
         """Stop every rank together when any of them was signalled."""
@@ -149,14 +161,24 @@ def _train_and_store(run: Run, tokenizer: Any, plan: DataPlan) -> tuple[TrainerR
     if isinstance(store, S3Store) and run.dist.main:
         store.claim(run.cfg.model_name, job_identity(run.cfg))  # fail before training if taken
     setup = _load_model(run, plan, tokenizer)
-    if not setup.resumed:
-        _evaluate_before(run, setup, plan, tokenizer)
-    started = time.monotonic()
-    state = _train(run, setup, plan)
-    metrics = evaluation.with_bits_per_byte(
-        _evaluate_after(run, setup, plan, state), tokenizer, plan
+    run.tracking = Tracking.open(
+        run.cfg, run.dist.main, setup.state.step if setup.resumed else None
     )
-    stored, final = _save(run, setup, plan, store, metrics, tokenizer)
+    try:
+        if not setup.resumed:
+            _evaluate_before(run, setup, plan, tokenizer)
+        started = time.monotonic()
+        state = _train(run, setup, plan)
+        metrics = evaluation.with_bits_per_byte(
+            _evaluate_after(run, setup, plan, state), tokenizer, plan
+        )
+        stored, final = _save(run, setup, plan, store, metrics, tokenizer)
+    except BaseException as exc:
+        # A preempted run resumes in the next pod: its MLflow run stays open for it.
+        run.tracking.finish(
+            None, None, succeeded=None if isinstance(exc, PreemptedError) else False
+        )
+        raise
     seconds = time.monotonic() - started
     return _result(run, state, final, stored, seconds, setup), details
 
@@ -231,20 +253,28 @@ def _evaluate_before(run: Run, setup: Setup, plan: DataPlan, tokenizer: Any) -> 
     setup.state.eval_loss_before = evaluate(
         t.par.model, plan.eval_rows, run.hp.batch_size, setup.pad_id, t.device, run.stop, t.dist
     )
+    run.eval_point(0, setup.state.eval_loss_before)
     if run.dist.main and not t.par.sharded:  # a sharded model answers nothing on one rank
         setup.answers_before = evaluation.answers_before(run.cfg, t.par.model, tokenizer)
 
 
 def _train(run: Run, setup: Setup, plan: DataPlan) -> TrainState:
-    state = setup.state
+    state, t = setup.state, setup.training
+
+    def evaluate_now(step: int) -> None:  # every rank: the loss is summed over their shards
+        loss = evaluate(
+            t.par.model, plan.eval_rows, run.hp.batch_size, setup.pad_id, t.device, dist=t.dist
+        )
+        run.eval_point(step, loss)
+
     run.reporter.stage("training", step=state.step, total_steps=state.total_steps)
     state = run_loop(
-        setup.training,
+        t,
         plan.train_rows,
         plan.schedule,
         state,
-        LoopConfig(hp=run.hp, pad_id=setup.pad_id),
-        run.reporter.report,
+        LoopConfig(hp=run.hp, pad_id=setup.pad_id, evaluate=evaluate_now),
+        run.report,
         run.stop,
         setup.checkpoints,
     )
@@ -258,6 +288,7 @@ def _evaluate_after(run: Run, setup: Setup, plan: DataPlan, state: TrainState) -
     eval_after = evaluate(
         t.par.model, plan.eval_rows, run.hp.batch_size, setup.pad_id, t.device, dist=t.dist
     )
+    run.eval_point(state.step, eval_after)
     last_losses = [loss for _, loss in state.losses[-max(run.hp.logging_steps, 1) :]]
     return Metrics(
         train_loss=round(sum(last_losses) / len(last_losses), 6) if last_losses else None,
@@ -288,7 +319,16 @@ def _save(
     final = _evaluate_extra(run, setup, plan, plain, metrics, tokenizer)
     run.reporter.stage("saving", step=state.step, total_steps=state.total_steps, fraction=1.0)
     stored = save_model(
-        run.cfg, store, plain, tokenizer, plan, final.metrics, t.device, run.work, final.samples
+        run.cfg,
+        store,
+        plain,
+        tokenizer,
+        plan,
+        final.metrics,
+        t.device,
+        run.work,
+        final.samples,
+        run.tracking.close_files(final.metrics, state.step),
     )
     shutil.rmtree(run.cfg.checkpoint_dir, ignore_errors=True)
     return stored, final
@@ -328,6 +368,9 @@ def _result(
         bpb += f" (current model {_fmt(metrics.champion_bits_per_byte)})"
     note = f"; {final.note}" if final.note else ""
     model = model_info(run.cfg, stored) if stored is not None else None
+    tracking = run.tracking.finish(model.uri if model else None, metrics, state.step)
+    if tracking is not None and tracking.error:
+        note += f"; tracking stopped ({tracking.error})"
     promotion = promote(run.cfg, model, metrics) if model is not None else None
     if promotion is not None:
         verdict = "promoted to" if promotion.promoted else "not promoted to"
@@ -342,6 +385,7 @@ def _result(
         metrics=metrics,
         samples=evaluation.fit_samples(final.samples),
         promotion=promotion,
+        tracking=tracking,
     )
 
 

@@ -68,6 +68,16 @@ class ProgressReporter:
                 self._pending = body
                 self._cond.notify()
 
+    def eval(self, step: int, loss: float | None) -> None:
+        """A held-out loss as an `eval` line (the API's eval series); the status keeps only
+        the losses before and after, from the result."""
+        if loss is None:
+            return
+        line = {"event": "eval", "step": step, "evalLoss": loss, "updatedAt": now_rfc3339()}
+        out = self.stream or sys.stdout
+        out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        out.flush()
+
     def close(self, timeout: float = POST_TIMEOUT_S) -> None:
         """Send what is pending (bounded by `timeout`) and stop the thread."""
         if self._thread is None:
@@ -122,3 +132,6 @@ class SilentReporter(ProgressReporter):
 
     def report(self, progress: Progress, event: str = "progress", **extra: Any) -> None:
         self._last = progress
+
+    def eval(self, step: int, loss: float | None) -> None:
+        pass

@@ -8,6 +8,7 @@ format string are `kubetune_crd.names`', shared with the API's echo and the oper
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,14 @@ def save_model(
     device: DeviceInfo,
     work: Path,
     samples: Sequence[Sample] = (),
+    tensorboard: Path | None = None,
 ) -> StoredModel:
     """Write the model and its manifest into the store (volume: rename into place; S3: the
-    manifest last)."""
+    manifest last); `tensorboard`: event files to store in the model's `tensorboard/`."""
     staging = _staging(cfg, store, work)
     _write_files(cfg, model, tokenizer, staging)
+    if tensorboard is not None and tensorboard.is_dir():
+        shutil.copytree(tensorboard, staging / tensorboard.name, dirs_exist_ok=True)
     trainer = {
         "device": device.name,
         "bf16": device.bf16,

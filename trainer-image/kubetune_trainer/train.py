@@ -162,6 +162,9 @@ class Checkpoints(Protocol):
 class LoopConfig:
     hp: HyperparametersSpec
     pad_id: int
+    evaluate: Callable[[int], None] | None = None
+    """Called on every rank after each `hp.eval_steps`-th step (not the last: the run's final
+    evaluation follows it): measures the held-out loss and reports it."""
 
 
 @dataclass
@@ -311,6 +314,9 @@ def train_loop(
         if state.step % cfg.hp.logging_steps == 0 or last:
             report(_progress(t, state, schedule, window))
             window = _Window()
+        every = cfg.hp.eval_steps
+        if cfg.evaluate is not None and every and state.step % every == 0 and not last:
+            cfg.evaluate(state.step)
         if votes > 0:
             checkpoints.save(state)
             raise _preempted(stop, state.step)

@@ -19,8 +19,8 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query
 from kubernetes import client as k8s
 from kubetune_crd import names
+from kubetune_crd.base import DNS_LABEL
 from kubetune_crd.schedule import FineTuneSchedule, run_manifest
-from kubetune_crd.spec import DNS_LABEL
 from pydantic import ValidationError
 
 from kubetune_api.auth import Tenant
