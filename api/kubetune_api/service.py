@@ -34,11 +34,11 @@ from kubetune_api.settings import Settings
 from kubetune_api.validation import (
     DatasetURLError,
     ParsedDataset,
+    address_problem,
     check_addresses,
     check_local_file,
     is_ip_literal,
     parse_dataset_url,
-    tracking_address_problem,
 )
 
 Resolver = Callable[[str], list[str]]
@@ -91,17 +91,22 @@ def check_dataset(
         parsed = parse_dataset_url(url, data_root=settings.data_root, dataset_format=dataset_format)
         if parsed.kind == "https" and parsed.host is not None:
             host = parsed.host.strip("[]")
-            if is_ip_literal(host):
-                check_addresses(host, [host])
-            elif settings.resolve_dataset_hosts:
-                addresses = resolve(host)
-                if addresses or not settings.allow_unresolvable_hosts:
-                    check_addresses(host, addresses)
+            addresses = _addresses(host, settings, resolve)
+            checked = is_ip_literal(host) or settings.resolve_dataset_hosts
+            if checked and (addresses or not settings.allow_unresolvable_hosts):
+                check_addresses(host, addresses)
         if parsed.kind == "path" and settings.check_dataset_exists:
             check_local_file(parsed.url, settings.data_root)
     except DatasetURLError as exc:
         raise FieldError(field, str(exc), url) from None
     return parsed
+
+
+def _addresses(host: str, settings: Settings, resolve: Resolver) -> list[str]:
+    """An IP literal itself; a name's addresses when host checks resolve names, else none."""
+    if is_ip_literal(host):
+        return [host]
+    return resolve(host) if settings.resolve_dataset_hosts else []
 
 
 def check_tracking(spec: FineTuneJobSpec, settings: Settings, resolve: Resolver) -> None:
@@ -111,11 +116,8 @@ def check_tracking(spec: FineTuneJobSpec, settings: Settings, resolve: Resolver)
     if mlflow is None:
         return
     host = (urlsplit(mlflow.tracking_uri).hostname or "").strip("[]")
-    addresses = [host] if is_ip_literal(host) else []
-    if not addresses and settings.resolve_dataset_hosts:
-        addresses = resolve(host)
-    for address in addresses:
-        problem = tracking_address_problem(address)
+    for address in _addresses(host, settings, resolve):
+        problem = address_problem(address, internal_ok=True)
         if problem:
             message = f"tracking server {host!r} is not allowed: {problem}"
             raise FieldError("tracking", message, mlflow.tracking_uri)

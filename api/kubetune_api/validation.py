@@ -160,8 +160,10 @@ def _parse_path(url: str, data_root: str, dataset_format: str) -> ParsedDataset:
     return ParsedDataset(url=norm_rel, kind="path", format=fmt)
 
 
-def address_problem(address: str) -> str | None:
-    """Why an IP address may not be fetched from, or None when it is public."""
+def address_problem(address: str, *, internal_ok: bool = False) -> str | None:
+    """Why an IP address may not be reached, or None when it is public. `internal_ok` (a
+    tracking server, usually in the cluster): loopback and private addresses are fine too;
+    cloud metadata, link-local and reserved addresses never are."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -169,38 +171,25 @@ def address_problem(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is not None:
-            inner = address_problem(str(embedded))
+            inner = address_problem(str(embedded), internal_ok=internal_ok)
             if inner:
                 return inner
-    if any(ip in net for net in _METADATA_NETWORKS):
-        return f"{ip} is a cloud metadata address"
-    if ip.is_loopback:
-        return f"{ip} is a loopback address"
-    if ip.is_link_local:
-        return f"{ip} is a link-local address (includes cloud metadata)"
-    if ip.is_private:
-        return f"{ip} is a private address"
-    if ip.is_multicast or ip.is_reserved or ip.is_unspecified:
-        return f"{ip} is a reserved address"
-    if not ip.is_global:
-        return f"{ip} is not a public address"
-    return None
-
-
-def tracking_address_problem(address: str) -> str | None:
-    """Why a tracking server's address is refused, or None. MLflow usually runs in the
-    cluster (private and loopback addresses are fine); cloud metadata and link-local
-    addresses never are: the trainer pod must not be pointed at the node's credentials."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return f"{address!r} is not an IP address"
     if any(ip in net for net in _METADATA_NETWORKS):
         return f"{ip} is a cloud metadata address"
     if ip.is_link_local:
         return f"{ip} is a link-local address (includes cloud metadata)"
     if ip.is_multicast or ip.is_unspecified:
         return f"{ip} is a reserved address"
+    if internal_ok:
+        return None
+    if ip.is_loopback:
+        return f"{ip} is a loopback address"
+    if ip.is_private:
+        return f"{ip} is a private address"
+    if ip.is_reserved:
+        return f"{ip} is a reserved address"
+    if not ip.is_global:
+        return f"{ip} is not a public address"
     return None
 
 

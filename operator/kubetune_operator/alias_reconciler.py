@@ -92,16 +92,17 @@ async def _decide(
 ) -> None:
     """Record the request's decision: promoted when the pointer was published."""
     alias = ModelAlias.from_k8s(obj)
-    promoted = published and record is not None
-    outcome = request_outcome(
-        alias, request, record, promoted=promoted, reason=reason, time=names.now_rfc3339()
-    )
     target = None
-    if promoted and record is not None:
-        outcome = outcome.model_copy(update={"version": version})
+    if published and record is not None:
         target = alias_target(
             record.spec.model, str(record.metadata["name"]), record_bits_per_byte(record), version
         )
+    promoted = target is not None
+    outcome = request_outcome(
+        alias, request, record, promoted=promoted, reason=reason, time=names.now_rfc3339()
+    )
+    if promoted:
+        outcome = outcome.model_copy(update={"version": version})
     new = with_decision(alias.status, outcome, target) or alias.status
     status = new.model_copy(update={"observed_request": request.id})
     namespace, name = str(alias.metadata["namespace"]), str(alias.metadata["name"])

@@ -270,6 +270,7 @@ def test_tracking_reaches_the_spec_and_never_a_metadata_address() -> None:
     for uri in (
         "http://169.254.169.254/latest",
         "http://[fd00:ec2::254]:80",
+        "http://[::ffff:169.254.169.254]",  # IPv4-mapped: the same metadata address
         "http://metadata.internal",
     ):
         bad = spec.model_copy(deep=True)

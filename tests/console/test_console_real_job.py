@@ -42,10 +42,13 @@ def test_job_page_draws_a_real_runs_loss_curve(stack: E2EStack, page: Any) -> No
         assert point["time"] and point["time"].endswith("Z"), point
     assert train[0]["learning_rate"] > train[-1]["learning_rate"]  # the schedule decays
     metrics = done["metrics"]
-    assert data["eval"] == [
-        {"step": 0, "loss": metrics["eval_loss_before"], "time": None},
-        {"step": STEPS, "loss": metrics["eval_loss_after"], "time": None},
-    ]
+    # the trainer's eval lines (before and after training), timed, with the status's figures
+    evals = data["eval"]
+    assert [(e["step"], e["loss"]) for e in evals] == [
+        (0, metrics["eval_loss_before"]),
+        (STEPS, metrics["eval_loss_after"]),
+    ], evals
+    assert all(e["time"] and e["time"].endswith("Z") for e in evals), evals
 
     wait_js(page, f"return {TRAIN_POINTS} === {STEPS}", 60)
     pairs = wait_js(page, POLYLINE_PAIRS)

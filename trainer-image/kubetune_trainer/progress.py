@@ -58,10 +58,7 @@ class ProgressReporter:
     def report(self, progress: Progress, event: str = "progress", **extra: Any) -> None:
         progress.updated_at = now_rfc3339()
         self._last = progress
-        line = {"event": event, **progress.to_k8s(), **extra}
-        out = self.stream or sys.stdout
-        out.write(json.dumps(line, separators=(",", ":")) + "\n")
-        out.flush()
+        self._print({"event": event, **progress.to_k8s(), **extra})
         if self._thread is not None:
             body = json.dumps(progress.to_k8s()).encode()
             with self._cond:
@@ -73,7 +70,9 @@ class ProgressReporter:
         the losses before and after, from the result."""
         if loss is None:
             return
-        line = {"event": "eval", "step": step, "evalLoss": loss, "updatedAt": now_rfc3339()}
+        self._print({"event": "eval", "step": step, "evalLoss": loss, "updatedAt": now_rfc3339()})
+
+    def _print(self, line: dict[str, Any]) -> None:
         out = self.stream or sys.stdout
         out.write(json.dumps(line, separators=(",", ":")) + "\n")
         out.flush()

@@ -101,6 +101,12 @@ def final_metrics(metrics: Metrics) -> dict[str, float]:
     }
 
 
+MetricPoint = tuple[str, float, int, int]
+"""(key, value, milliseconds since the epoch, step)."""
+Job = Callable[[], None] | list[MetricPoint] | None
+"""What the MLflow thread is handed: a call, one step's metrics, or None (the end)."""
+
+
 class MlflowLogger:
     """One MLflow run fed from a background thread; stops itself at the first error."""
 
@@ -111,8 +117,8 @@ class MlflowLogger:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self._client: Any = None
-        self._held: list[Callable[[], None] | None] = []
-        self._jobs: queue.Queue[Callable[[], None] | list[Any] | None] = queue.Queue()
+        self._held: list[Job] = []
+        self._jobs: queue.Queue[Job] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="mlflow", daemon=True)
         self._thread.start()
         self._jobs.put(self._open)
@@ -122,11 +128,10 @@ class MlflowLogger:
         self._call(lambda: self._log_params(params))
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
+        """Queued as plain tuples: MLflow is imported and called on the background thread."""
         if self.error is None:
             now = _millis()
-            self._jobs.put([Metric(k, v, now, step) for k, v in values.items()])
+            self._jobs.put([(k, v, now, step) for k, v in values.items()])
 
     def finish(self, model_uri: str | None, succeeded: bool | None) -> None:
         """Tag the model's location, end the run (None: leave it running for the pod that
@@ -200,10 +205,12 @@ class MlflowLogger:
             except Exception as exc:  # any failure stops tracking, never training
                 self.error = f"MLflow: {one_line(exc)}"
 
-    def _batch(self, first: list[Any]) -> list[Any]:
+    def _batch(self, first: list[MetricPoint]) -> list[Any]:
         """This step's metrics and those queued behind them, up to one batch."""
-        metrics = list(first)
-        while len(metrics) < MAX_BATCH:
+        from mlflow.entities import Metric
+
+        points = list(first)
+        while len(points) < MAX_BATCH:
             try:
                 nxt = self._jobs.get_nowait()
             except queue.Empty:
@@ -211,8 +218,8 @@ class MlflowLogger:
             if not isinstance(nxt, list):
                 self._held.append(nxt)  # a call (or the end) after these metrics, in order
                 break
-            metrics.extend(nxt)
-        return metrics
+            points.extend(nxt)
+        return [Metric(key, value, when, step) for key, value, when, step in points]
 
 
 class TensorBoardLogger:
@@ -237,11 +244,15 @@ class TensorBoardLogger:
 class Tracking:
     """The trackers spec.tracking asks for (none on ranks other than 0)."""
 
-    def __init__(self, mlflow: MlflowLogger | None, tensorboard: TensorBoardLogger | None):
+    def __init__(
+        self,
+        mlflow: MlflowLogger | None,
+        tensorboard: TensorBoardLogger | None,
+        tensorboard_error: str | None = None,
+    ):
         self.mlflow = mlflow
         self.tensorboard = tensorboard
-        self._tb_error: str | None = None
-        self.tensorboard_closed = False
+        self._tb_error = tensorboard_error
 
     @classmethod
     def open(cls, cfg: TrainerRunConfig, main: bool, resume_step: int | None) -> Tracking:
@@ -256,11 +267,9 @@ class Tracking:
                 tensorboard = TensorBoardLogger(folder, resume_step)
             except Exception as exc:
                 error = f"TensorBoard: {one_line(exc)}"
-        tracking = cls(mlflow, tensorboard)
-        tracking._tb_error = error
         if mlflow is not None:
             mlflow.params(run_params(cfg))
-        return tracking
+        return cls(mlflow, tensorboard, error)
 
     @property
     def active(self) -> bool:
@@ -268,6 +277,8 @@ class Tracking:
 
     def train(self, progress: Progress) -> None:
         """One logging step's train loss, learning rate, tokens/s and epoch."""
+        if not self.active:
+            return
         values = {
             "train_loss": progress.loss,
             "learning_rate": progress.learning_rate,
@@ -289,7 +300,6 @@ class Tracking:
         values = {f"final/{k}": v for k, v in final_metrics(metrics).items()}
         self._guard_tb(lambda: tb.scalars(values, step))
         self._guard_tb(tb.close)
-        self.tensorboard_closed = True
         return None if self._tb_error else tb.folder
 
     def finish(
@@ -304,7 +314,7 @@ class Tracking:
             return None
         if metrics is not None and self.mlflow is not None:
             self.mlflow.metrics(final_metrics(metrics), step)
-        if self.tensorboard is not None and not self.tensorboard_closed:
+        if self.tensorboard is not None:  # a second close does nothing
             self._guard_tb(self.tensorboard.close)
         report = TrackingReport(tensorboard=TENSORBOARD_DIR if self.tensorboard else None)
         if self.mlflow is not None:
@@ -316,7 +326,7 @@ class Tracking:
         return report
 
     def _log(self, values: dict[str, float], step: int) -> None:
-        if not values:
+        if not values or not self.active:
             return
         if self.mlflow is not None:
             self.mlflow.metrics(values, step)
