@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubetune_api.idempotency import IdempotencyMismatchError
 from kubetune_api.service import FieldError
@@ -135,7 +136,7 @@ async def on_not_found(request: Request, exc: NotFoundError) -> Response:
     return await on_http(request, HTTPException(status_code=404, detail="job not found"))
 
 
-async def on_http(request: Request, exc: HTTPException) -> Response:
+async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
     if not _is_openai(request):
         return await http_exception_handler(request, exc)
     code = _OPENAI_CODES.get(exc.status_code)
@@ -171,7 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (StoreUnavailableError, on_store),
         (ConflictError, on_conflict),
         (NotFoundError, on_not_found),
-        (HTTPException, on_http),
+        (StarletteHTTPException, on_http),  # also the router's own 404/405
         (Exception, on_unexpected),
     ]
     for exc_class, handler in handlers:

@@ -103,7 +103,12 @@ def _seed(custom: client.CustomObjectsApi, namespace: str, other_namespace: str)
         VERSION,
         namespace,
         ALIAS_PLURAL,
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelAlias", "metadata": {"name": "frigo"}},
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelAlias",
+            "metadata": {"name": "frigo"},
+            "spec": {},
+        },
     )
     current = {"model": "tiny-a", "record": "ft-tiny-a", "path": "models/tiny-a", "version": 1}
     custom.patch_namespaced_custom_object_status(
@@ -146,6 +151,9 @@ def test_openai_models_list_the_tenants_registry(
                 "model_not_found",
             ), error
             assert set(answer.json()) == {"error"}
+        unknown_route = a.get("/v1/no-such-route")  # the router's own 404: OpenAI's shape too
+        assert unknown_route.status_code == 404
+        assert unknown_route.json()["error"]["code"] == "not_found"
         unauthenticated = anon.get("/v1/models")
         assert unauthenticated.status_code == 401
         assert unauthenticated.json()["error"]["code"] == "invalid_api_key"

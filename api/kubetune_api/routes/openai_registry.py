@@ -38,7 +38,7 @@ async def list_models(state: State, tenant: CurrentTenant) -> OpenAIModelList:
     return OpenAIModelList(data=[openai_model(row, tenant.namespace) for row in rows])
 
 
-@router.get("/models/{model}", response_model=OpenAIModel, responses=_ERRORS)
+@router.get("/models/{model:path}", response_model=OpenAIModel, responses=_ERRORS)
 async def retrieve_model(
     model: str, state: State, tenant: CurrentTenant
 ) -> OpenAIModel | JSONResponse:
