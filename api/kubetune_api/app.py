@@ -17,7 +17,15 @@ from kubetune_api.console import routes as console
 from kubetune_api.deps import AppState, resolver_with_timeout
 from kubetune_api.error_answers import install_error_handlers
 from kubetune_api.metrics import Metrics
-from kubetune_api.routes import finetune, metrics, openai, ops, registry, schedules
+from kubetune_api.routes import (
+    finetune,
+    metrics,
+    openai,
+    openai_registry,
+    ops,
+    registry,
+    schedules,
+)
 from kubetune_api.service import Resolver
 from kubetune_api.settings import Settings
 from kubetune_api.store.cluster import ClusterStore
@@ -198,8 +206,8 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         version="0.1.0",
         description=(
             "Fine-tune language models on your own data. The original `/api/finetune/*` "
-            "endpoints and OpenAI-compatible `/v1/fine_tuning/jobs`; every job is a "
-            "FineTuneJob resource."
+            "endpoints and OpenAI-compatible `/v1/fine_tuning/jobs` and `/v1/models`; every "
+            "job is a FineTuneJob resource."
         ),
         lifespan=lifespan,
     )
@@ -208,6 +216,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
     app.include_router(finetune.router)
     app.include_router(metrics.router)
     app.include_router(openai.router)
+    app.include_router(openai_registry.router)
     app.include_router(ops.router)
     app.include_router(schedules.router)
     app.include_router(registry.router)

@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubetune_api.idempotency import IdempotencyMismatchError
 from kubetune_api.service import FieldError
@@ -36,7 +37,7 @@ def _is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
-def _openai_error(status: int, message: str, param: str | None, code: str | None) -> JSONResponse:
+def openai_error(status: int, message: str, param: str | None, code: str | None) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse(
         status_code=status,
@@ -55,7 +56,7 @@ def _openai_validation(errors: list[dict[str, Any]]) -> JSONResponse:
         if p not in ("body", "query", "path") and not _UNION_BRANCH.match(str(p))
     ]
     param = ".".join(loc) or None
-    return _openai_error(422, f"{param}: {first.get('msg', 'invalid')}", param, "invalid_value")
+    return openai_error(422, f"{param}: {first.get('msg', 'invalid')}", param, "invalid_value")
 
 
 def validation_response(request: Request, errors: list[dict[str, Any]]) -> JSONResponse:
@@ -105,7 +106,7 @@ def _unavailable(request: Request, detail: str, reason: str, retry: bool) -> Res
     headers = _retry_after(request) if retry else None
     if _is_openai(request):
         code = _CAMEL_HUMP.sub("_", reason).lower()  # ApiServerUnavailable -> api_server_...
-        response = _openai_error(503, detail, None, code)
+        response = openai_error(503, detail, None, code)
         response.headers.update(headers or {})
         return response
     return JSONResponse(
@@ -135,11 +136,11 @@ async def on_not_found(request: Request, exc: NotFoundError) -> Response:
     return await on_http(request, HTTPException(status_code=404, detail="job not found"))
 
 
-async def on_http(request: Request, exc: HTTPException) -> Response:
+async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
     if not _is_openai(request):
         return await http_exception_handler(request, exc)
     code = _OPENAI_CODES.get(exc.status_code)
-    response = _openai_error(exc.status_code, str(exc.detail), None, code)
+    response = openai_error(exc.status_code, str(exc.detail), None, code)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
@@ -156,7 +157,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     message = f"internal error (request id {request_id})"
     headers = {"X-Request-Id": request_id}
     if _is_openai(request):
-        response = _openai_error(500, message, None, "internal_error")
+        response = openai_error(500, message, None, "internal_error")
         response.headers.update(headers)
         return response
     content = {"detail": message, "reason": "InternalError", "request_id": request_id}
@@ -171,7 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (StoreUnavailableError, on_store),
         (ConflictError, on_conflict),
         (NotFoundError, on_not_found),
-        (HTTPException, on_http),
+        (StarletteHTTPException, on_http),  # also the router's own 404/405
         (Exception, on_unexpected),
     ]
     for exc_class, handler in handlers:

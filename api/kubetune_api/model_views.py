@@ -29,6 +29,7 @@ from kubetune_api.schemas import (
     ModelDetail,
     ModelEntry,
     ModelsResponse,
+    OpenAIModel,
     PendingRequest,
     SampleAnswer,
 )
@@ -129,6 +130,11 @@ def models_view(
     return ModelsResponse(models=models, total=len(models))
 
 
+def openai_model(row: ModelRow, owner: str) -> OpenAIModel:
+    """A model as OpenAI's `/v1/models` lists it (`created` in Unix seconds)."""
+    return OpenAIModel(id=row.entry.name, created=int(row.written.timestamp()), owned_by=owner)
+
+
 def model_detail(row: ModelRow, aliases: dict[str, str]) -> ModelDetail:
     """A model's own page: the list entry, its lineage, metrics and answers."""
     named = sorted(alias for alias, model in aliases.items() if model == row.entry.name)
@@ -147,6 +153,8 @@ def model_detail(row: ModelRow, aliases: dict[str, str]) -> ModelDetail:
         hyperparameters=spec.hyperparameters.model_dump(),
         metrics=spec.metrics.model_dump(exclude_none=True) if spec.metrics else None,
         samples=[SampleAnswer(**s.model_dump()) for s in spec.samples],
+        files=[f.model_dump() for f in spec.model.files] if spec.model.files else None,
+        manifest_sha256=spec.model.manifest_sha256,
     )
 
 

@@ -104,6 +104,22 @@ class ModelsResponse(BaseModel):
     total: int
 
 
+class OpenAIModel(BaseModel):
+    """`GET /v1/models/{model}`: one registry model in OpenAI's shape."""
+
+    id: str = Field(description="The model's name, as /api/finetune/models lists it.")
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix seconds when it was written.")
+    owned_by: str = Field(description="The tenant (its namespace).")
+
+
+class OpenAIModelList(BaseModel):
+    """`GET /v1/models`: the tenant's registry models, newest first."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class ModelDetail(ModelEntry):
     """`GET /api/finetune/models/{name}`: the list entry with its lineage."""
 
@@ -118,6 +134,12 @@ class ModelDetail(ModelEntry):
     hyperparameters: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     samples: list[SampleAnswer] = Field(default_factory=list)
+    files: list[dict[str, Any]] | None = Field(
+        default=None, description="path, sha256, size of each file (from its manifest)."
+    )
+    manifest_sha256: str | None = Field(
+        default=None, description="sha256 of its kubetune-model.json (lists every file)."
+    )
 
 
 class CompareEntry(BaseModel):

@@ -124,8 +124,9 @@ class KubetuneClient:
         result: dict[str, Any] = self._request("GET", "/api/finetune/jobs", params=params)
         return result
 
-    def models(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/api/finetune/models")
+    def models(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        result: dict[str, Any] = self._request("GET", "/api/finetune/models", params=params)
         return result
 
     def cancel(self, job_id: str) -> dict[str, Any]:

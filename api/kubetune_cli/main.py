@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetune_cli import aliases, render, schedules
+from kubetune_cli import aliases, models, render, schedules
 from kubetune_cli.client import ApiRequestError, ApiUnreachableError, KubetuneClient
 
 EXIT_JOB_FAILED = 1
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--model", help="filter by model alias")
     jobs.add_argument("--limit", type=int)
 
-    sub.add_parser("models", help="list fine-tuned models")
+    models.add_parser(sub)
 
     logs = sub.add_parser("logs", help="the trainer's log")
     logs.add_argument("job_id")
@@ -137,21 +137,7 @@ def _jobs(args: argparse.Namespace, client: KubetuneClient, console: Console) ->
 
 
 def _models(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
-    answer = client.models()
-    rows: list[tuple[Any, ...]] = [
-        (
-            m.get("name"),
-            m.get("base_model"),
-            m.get("size_mb"),
-            m.get("created"),
-            "yes" if m.get("latest") else "",
-            m.get("path"),
-        )
-        for m in answer.get("models", [])
-    ]
-    title = f"models ({answer.get('total', len(rows))})"
-    columns = ["NAME", "BASE", "SIZE MB", "CREATED", "LATEST", "PATH"]
-    return _show(console, args, answer, lambda: render.table(console, title, columns, rows))
+    return models.run(args, client, console)
 
 
 def _logs(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
@@ -180,6 +166,7 @@ COMMANDS: dict[str, Command] = {
     "status": _status,
     "jobs": _jobs,
     "models": _models,
+    "compare": _models,
     "logs": _logs,
     "cancel": _cancel,
     "schedule": _schedule,

@@ -18,7 +18,8 @@ def print_json(console: Console, data: Any) -> None:
     console.print_json(json.dumps(data, default=str))
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """One cell or value as shown to a person (`-` for none, 4 significant digits)."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -39,7 +40,7 @@ def table(console: Console, title: str, columns: list[str], rows: Iterable[Itera
     for column in columns:
         out.add_column(column)
     for row in rows:
-        out.add_row(*(_fmt(cell) for cell in row))
+        out.add_row(*(fmt(cell) for cell in row))
     console.print(out)
 
 
@@ -62,7 +63,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     ):
         value = status.get(key)
         if value not in (None, ""):
-            shown = format_eta(value) if key == "eta_seconds" else _fmt(value)
+            shown = format_eta(value) if key == "eta_seconds" else fmt(value)
             lines.append(f"{label + ':':<9} {shown}")
     return lines
 

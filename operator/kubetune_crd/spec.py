@@ -106,7 +106,7 @@ class MethodSpec(CamelModel):
 
 
 class HyperparametersSpec(CamelModel):
-    """Training hyperparameters (the seed API's epochs, batch_size, learning_rate and more)."""
+    """Training hyperparameters (the original API's epochs, batch_size, learning_rate and more)."""
 
     epochs: int = Field(default=3, ge=1, le=20, description="Passes over the training data.")
     batch_size: int = Field(

@@ -124,6 +124,20 @@ class Sample(StatusModel):
     after: str | None = Field(default=None, description="The fine-tuned model's answer.")
 
 
+MODEL_FILES_MAX = 64
+"""Files a ModelInfo lists at most (a LoRA adapter has about ten, a merged copy twenty more);
+past it the list is left out and `manifestSha256` still covers every file."""
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class ModelFile(StatusModel):
+    """One file of the stored model, as the model manifest (kubetune-model.json) lists it."""
+
+    path: str = Field(max_length=512, description="POSIX path relative to the model.")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of its bytes (hex).")
+    size: int = Field(ge=0, description="Bytes.")
+
+
 class ModelInfo(StatusModel):
     """The stored model."""
 
@@ -139,6 +153,19 @@ class ModelInfo(StatusModel):
     created: str | None = Field(default=None, description="When the model was written.")
     dataset_sha256: str | None = Field(
         default=None, description="sha256 of the training data it was trained on (lineage)."
+    )
+    files: list[ModelFile] | None = Field(
+        default=None,
+        max_length=MODEL_FILES_MAX,
+        description=(
+            "The model's files with their sha256, from its manifest; absent when there are "
+            f"more than {MODEL_FILES_MAX} or the termination message had no room for them."
+        ),
+    )
+    manifest_sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the model's kubetune-model.json, which lists every file's sha256.",
     )
 
 

@@ -97,8 +97,9 @@ def test_reads_before_the_first_list_are_503_not_empty(refused: TestClient) -> N
         assert body["detail"].startswith("the job cache is not listed yet")
     cancel = _unavailable(refused.post(f"/api/finetune/cancel/{JOB_ID}"))
     assert cancel["reason"] == "CacheNotSynced"
-    error = _unavailable(refused.get("/v1/fine_tuning/jobs"))["error"]
-    assert (error["type"], error["code"]) == ("server_error", "cache_not_synced")
+    for path in ("/v1/fine_tuning/jobs", "/v1/models", "/v1/models/tiny-ft"):
+        error = _unavailable(refused.get(path))["error"]
+        assert (error["type"], error["code"]) == ("server_error", "cache_not_synced"), path
     error = _unavailable(refused.post(f"/v1/fine_tuning/jobs/{JOB_ID}/cancel"))["error"]
     assert error["code"] == "cache_not_synced"
     assert "x-kubetune-cache-age" not in refused.get("/api/finetune/jobs").headers

@@ -10,12 +10,14 @@ rolls back to A through the API: the operator's publish Job moves the pointer ea
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 import pytest
 from kubetune_cli.main import main as cli
 from kubetune_crd.alias_pointer import read_pointer
+from kubetune_crd.names import MODEL_MANIFEST
 
 from e2e.stack import E2EStack, ftj_name, short_job
 
@@ -109,6 +111,9 @@ def test_promote_keep_the_better_model_and_outlive_the_job(
     page = stack.http.get(f"/api/finetune/models/{a_model}").json()
     assert page["aliases"] == ["frigo"] and page["job"] == ftj_name(a_id), page
     assert [s["prompt"] for s in page["samples"]] == PROMPTS, page
+    manifest = stack.models_dir / "models" / a_model / MODEL_MANIFEST  # its files, as the record
+    assert page["files"] == json.loads(manifest.read_text())["files"], page
+    assert page["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest(), page
     assert json.loads((stack.models_dir / "aliases" / "frigo.json").read_text())["model"] == a_model
 
     # a person promotes B, then rolls back: the pointer follows each time (A's job is gone)

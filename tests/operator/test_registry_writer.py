@@ -17,7 +17,7 @@ from kubetune_crd.registry import (
     ModelAliasStatus,
 )
 from kubetune_crd.resource import FineTuneJob
-from kubetune_crd.status import FineTuneJobStatus, Metrics, ModelInfo
+from kubetune_crd.status import FineTuneJobStatus, Metrics, ModelFile, ModelInfo
 from kubetune_operator.publish_builders import (
     build_publish_job,
     claim_of,
@@ -86,6 +86,19 @@ def test_record_carries_lineage_and_no_owner() -> None:
     assert (record.spec.dataset.seed, record.spec.dataset.validation_split) == (7, 0.1)
     assert record.spec.metrics is not None and record.spec.metrics.bits_per_byte_after == 1.25
     assert record.spec.model.path == "models/tiny-frigo-a"
+
+
+def test_record_carries_the_files_sha256_from_the_manifest() -> None:
+    files = [ModelFile(path="adapter_model.safetensors", sha256="0f" * 32, size=9)]
+    model = MODEL.model_copy(update={"files": files, "manifest_sha256": "1e" * 32})
+    obj = model_record(_ftj(), FineTuneJobStatus(phase="Succeeded", model=model))
+    assert obj is not None
+    assert obj["spec"]["model"]["files"] == [
+        {"path": "adapter_model.safetensors", "sha256": "0f" * 32, "size": 9}
+    ]
+    assert obj["spec"]["model"]["manifestSha256"] == "1e" * 32
+    record = FineTunedModel.from_k8s(obj)
+    assert record.spec.model.files == files
 
 
 def test_a_win_becomes_current_a_loss_keeps_it_and_both_are_history() -> None:

@@ -73,6 +73,10 @@ def test_full_fine_tune_stores_model_manifest_and_reports(
         assert (
             hashlib.sha256((model_dir / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
         )
+    # The result (hence the FineTunedModel record) carries the manifest's files and its sha256.
+    assert [f.model_dump() for f in result.model.files or []] == manifest["files"]
+    manifest_sha = hashlib.sha256((model_dir / "kubetune-model.json").read_bytes()).hexdigest()
+    assert result.model.manifest_sha256 == manifest_sha
     # No temporaries left; checkpoints of a finished job are cleaned up.
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["tiny-ft"]
     assert not Path(config["checkpointDir"]).exists()
@@ -81,6 +85,7 @@ def test_full_fine_tune_stores_model_manifest_and_reports(
     again = run_trainer(config)
     assert again.proc.returncode == 0
     assert "already stored by this job" in again.result()["message"]
+    assert again.result()["model"]["manifestSha256"] == manifest_sha
     assert not again.progress()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +48,13 @@ def test_volume_commit_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
     assert {f["path"] for f in written["files"]} == {"model.safetensors", "sub/tokenizer.json"}
     assert oct((target / "model.safetensors").stat().st_mode & 0o777) == "0o644"
 
+    # The manifest's own sha256, as written: it covers every file's sha256.
+    assert stored.manifest_sha256 == hashlib.sha256((target / MANIFEST).read_bytes()).hexdigest()
+
     # Same job: reported as already stored. Another job: refused, files untouched.
     existing = store.existing("m", JOB_A)
     assert existing is not None and existing.reused
+    assert existing.manifest_sha256 == stored.manifest_sha256
     with pytest.raises(BadInputError, match="never overwritten"):
         store.existing("m", JOB_B)
     other = model_files(store.staging_dir("m"), b"other weights")
@@ -99,13 +104,15 @@ def test_s3_commit_stages_then_writes_manifest_last(s3: Any, bucket: str, tmp_pa
     }  # the staging prefix is gone
     body = s3.get_object(Bucket=bucket, Key=f"team/models/m/{MANIFEST}")["Body"].read()
     assert json.loads(body)["files"][0]["sha256"]
+    assert stored.manifest_sha256 == hashlib.sha256(body).hexdigest()
 
     # The manifest is written with If-None-Match: * — the server refuses a second one.
     with pytest.raises(ClientError) as err:
         s3.put_object(Bucket=bucket, Key=f"team/models/m/{MANIFEST}", Body=b"{}", IfNoneMatch="*")
     assert err.value.response["Error"]["Code"] == "PreconditionFailed"
 
-    assert store.existing("m", JOB_A) is not None
+    again = store.existing("m", JOB_A)
+    assert again is not None and again.manifest_sha256 == stored.manifest_sha256
     with pytest.raises(BadInputError, match="never overwritten"):
         store.existing("m", JOB_B)
     with pytest.raises(BadInputError, match="taken by job default/job-a"):

@@ -45,8 +45,8 @@ from kubetune_trainer import distributed
 from kubetune_trainer.errors import BadInputError, classify
 from kubetune_trainer.launcher import RankFailedError, Topology
 from kubetune_trainer.runtime import prepare_environment
+from kubetune_trainer.termination import body_of, fit_result
 
-MAX_TERMINATION_BYTES = 4096
 log = logging.getLogger("kubetune_trainer")
 
 
@@ -77,10 +77,7 @@ def write_termination_message(result: TrainerResult, path: str | None) -> None:
     target = path or os.environ.get(TERMINATION_ENV) or TERMINATION_MESSAGE_PATH
     if target == TERMINATION_MESSAGE_PATH and not Path(target).exists():
         return  # not in a container: nothing reads it
-    body = result.model_dump_json(by_alias=True, exclude_none=True)
-    while len(body.encode()) > MAX_TERMINATION_BYTES and len(result.message) > 16:
-        result = result.model_copy(update={"message": result.message[: len(result.message) // 2]})
-        body = result.model_dump_json(by_alias=True, exclude_none=True)
+    body = body_of(fit_result(result))
     try:
         Path(target).write_text(body, encoding="utf-8")
     except OSError as exc:

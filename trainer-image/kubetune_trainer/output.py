@@ -57,6 +57,17 @@ class StoredModel:
     manifest: dict[str, Any]
     size_bytes: int
     reused: bool = False
+    manifest_sha256: str | None = None
+    """sha256 of the manifest file as stored (it lists every file's sha256)."""
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The manifest file's bytes, as both stores write it."""
+    return (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -130,7 +141,8 @@ class VolumeStore:
         if not target.exists():
             return None
         try:
-            manifest = json.loads((target / MODEL_MANIFEST).read_text(encoding="utf-8"))
+            raw = (target / MODEL_MANIFEST).read_bytes()
+            manifest = json.loads(raw)
         except (OSError, ValueError):
             raise BadInputError(
                 f"{target} already exists and is not a kubetune model; it is never "
@@ -138,7 +150,7 @@ class VolumeStore:
             ) from None
         _check_existing(manifest, job, str(target))
         size = sum(f["size"] for f in manifest.get("files", []))
-        return StoredModel(str(target), manifest, size, reused=True)
+        return StoredModel(str(target), manifest, size, reused=True, manifest_sha256=_sha256(raw))
 
     def staging_dir(self, name: str) -> Path:
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -151,9 +163,8 @@ class VolumeStore:
     def commit(self, staging: Path, name: str, manifest: dict[str, Any]) -> StoredModel:
         """Write the manifest into `staging` and rename it into place."""
         manifest = {**manifest, "files": file_digests(staging)}
-        (staging / MODEL_MANIFEST).write_text(
-            json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
-        )
+        body = manifest_bytes(manifest)
+        (staging / MODEL_MANIFEST).write_bytes(body)
         _make_readable(staging)
         _fsync_tree(staging)
         target = self.target(name)
@@ -171,7 +182,7 @@ class VolumeStore:
         finally:
             os.close(fd)
         size = sum(f["size"] for f in manifest["files"])
-        return StoredModel(str(target), manifest, size)
+        return StoredModel(str(target), manifest, size, manifest_sha256=_sha256(body))
 
 
 # ---------------------------------------------------------------- s3
@@ -217,13 +228,19 @@ class S3Store:
     def uri(self, name: str) -> str:
         return f"s3://{self.bucket}/{self._key(name)}"
 
-    def _get_json(self, key: str) -> dict[str, Any] | None:
+    def _get_bytes(self, key: str) -> bytes | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except Exception as exc:
             if _is_missing(exc):
                 return None
             raise classify_s3_error(exc, f"s3://{self.bucket}/{key}") from None
+        return body
+
+    def _get_json(self, key: str) -> dict[str, Any] | None:
+        body = self._get_bytes(key)
+        if body is None:
+            return None
         try:
             value = json.loads(body)
         except ValueError:
@@ -231,12 +248,17 @@ class S3Store:
         return value if isinstance(value, dict) else {}
 
     def existing(self, name: str, job: JobIdentity) -> StoredModel | None:
-        manifest = self._get_json(self._key(name, MODEL_MANIFEST))
-        if manifest is None:
+        raw = self._get_bytes(self._key(name, MODEL_MANIFEST))
+        if raw is None:
             return None
+        try:
+            manifest = json.loads(raw)
+        except ValueError:
+            manifest = {}
+        manifest = manifest if isinstance(manifest, dict) else {}
         _check_existing(manifest, job, self.uri(name))
         size = sum(f["size"] for f in manifest.get("files", []))
-        return StoredModel(self.uri(name), manifest, size, reused=True)
+        return StoredModel(self.uri(name), manifest, size, True, _sha256(raw))
 
     def claim(self, name: str, job: JobIdentity) -> None:
         """Own the model name (conditional create); a retry of the same job owns it too."""
@@ -279,7 +301,7 @@ class S3Store:
                 )
         except Exception as exc:
             raise classify_s3_error(exc, f"upload to {self.uri(name)}") from None
-        body = (json.dumps(manifest, indent=2) + "\n").encode()
+        body = manifest_bytes(manifest)
         try:
             self.s3.put_object(
                 Bucket=self.bucket,
@@ -296,7 +318,7 @@ class S3Store:
             raise classify_s3_error(exc, f"manifest of {self.uri(name)}") from None
         self._delete_prefix(staging)
         size = sum(f["size"] for f in files)
-        return StoredModel(self.uri(name), manifest, size)
+        return StoredModel(self.uri(name), manifest, size, manifest_sha256=_sha256(body))
 
     def _delete_prefix(self, prefix: str) -> None:
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_crd import names
-from kubetune_crd.status import Metrics, ModelInfo, Sample
+from kubetune_crd.status import MODEL_FILES_MAX, Metrics, ModelFile, ModelInfo, Sample
 from kubetune_crd.trainer_contract import TrainerRunConfig
 
 from kubetune_trainer import __version__
@@ -41,6 +41,15 @@ def job_identity(cfg: TrainerRunConfig) -> JobIdentity:
     return JobIdentity(cfg.namespace, cfg.job_name, cfg.uid)
 
 
+def manifest_files(manifest: dict[str, Any]) -> list[ModelFile] | None:
+    """The manifest's files with their sha256 (None past MODEL_FILES_MAX: the record stays
+    small, and its manifestSha256 covers them all)."""
+    files = manifest.get("files")
+    if not isinstance(files, list) or len(files) > MODEL_FILES_MAX:
+        return None
+    return [ModelFile(path=f["path"], sha256=f["sha256"], size=f["size"]) for f in files]
+
+
 def model_info(cfg: TrainerRunConfig, stored: StoredModel) -> ModelInfo:
     if cfg.output_uri:
         location = names.s3_model_location(cfg.output_uri, cfg.model_name)
@@ -61,6 +70,8 @@ def model_info(cfg: TrainerRunConfig, stored: StoredModel) -> ModelInfo:
         base_model_alias=cfg.base_model_alias,
         created=stored.manifest.get("created"),
         dataset_sha256=(stored.manifest.get("dataset") or {}).get("sha256"),
+        files=manifest_files(stored.manifest),
+        manifest_sha256=stored.manifest_sha256,
     )
 
 

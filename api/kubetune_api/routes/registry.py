@@ -55,7 +55,8 @@ _ASK_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _rows(state: AppState, tenant: Tenant) -> list[ModelRow]:
+async def tenant_models(state: AppState, tenant: Tenant) -> list[ModelRow]:
+    """The tenant's models (registry records, then Succeeded jobs' models), newest first."""
     store = state.require_store()
     jobs = await store.jobs.in_namespace(tenant.namespace)  # first: an unsynced cache says so
     records = await anyio.to_thread.run_sync(store.registry.models, tenant.namespace)
@@ -105,7 +106,7 @@ async def models(
 ) -> ModelsResponse:
     """Fine-tuned models (the registry: they outlive their jobs), newest first; `latest`
     marks the newest per base model."""
-    rows = await _rows(state, tenant)
+    rows = await tenant_models(state, tenant)
     current: str | None = None
     if alias is not None:
         current = (await _aliases(state, tenant)).get(alias, "")
@@ -120,7 +121,7 @@ async def compare(
 ) -> CompareResponse:
     """Models fine-tuned on the same data (sha256, split, seed) as `model`, ranked by held-out
     bits per byte (comparable across tokenizers; lower is better)."""
-    rows = await _rows(state, tenant)
+    rows = await tenant_models(state, tenant)
     reference = _find(rows, model)
     if reference.record is None:
         detail = f"model {model} has no registry record (trained before the registry)"
@@ -131,7 +132,7 @@ async def compare(
 @router.get("/models/{name}", response_model=ModelDetail, responses=_ERRORS)
 async def model(name: str, state: State, tenant: CurrentTenant) -> ModelDetail:
     """One model with its lineage: job, dataset, hyperparameters, metrics, answers, aliases."""
-    row = _find(await _rows(state, tenant), name)
+    row = _find(await tenant_models(state, tenant), name)
     return model_detail(row, await _aliases(state, tenant))
 
 
@@ -159,7 +160,7 @@ async def _ask(
     model_name: str,
 ) -> AliasView:
     """Write the alias's request for `model_name` (a record of this tenant), 202."""
-    row = _find(await _rows(state, tenant), model_name)
+    row = _find(await tenant_models(state, tenant), model_name)
     if row.record is None:
         detail = f"model {model_name} has no registry record (trained before the registry)"
         raise HTTPException(status_code=409, detail=detail)

@@ -158,7 +158,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-Labels the operator puts on trainer pods (see hack/notes/DESIGN.md): used by the trainer
+Labels the operator puts on trainer pods (see docs/DESIGN.md): used by the trainer
 NetworkPolicy and by the operator's progress ingress rule.
 */}}
 {{- define "kubetune.trainerPodLabels" -}}
