@@ -277,10 +277,10 @@ def _preference_row(record: dict[str, Any], spec: DatasetSpec, number: int, name
         if chosen == rejected:
             raise _same_answers(spec, number, name)
         return Row(number, messages=prompt, chosen_messages=chosen, rejected_messages=rejected)
-    prompt, chosen, rejected = (_string(record, c, number, name) for c in columns)
-    if chosen.strip() == rejected.strip():
+    text, good, bad = (_string(record, c, number, name) for c in columns)
+    if good.strip() == bad.strip():
         raise _same_answers(spec, number, name)
-    return Row(number, prompt=prompt, chosen=chosen, rejected=rejected)
+    return Row(number, prompt=text, chosen=good, rejected=bad)
 
 
 def _same_answers(spec: DatasetSpec, number: int, name: str) -> BadInputError:

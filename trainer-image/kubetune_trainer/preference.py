@@ -145,7 +145,7 @@ def reference_context(model: Any, reference: Any) -> AbstractContextManager[Any]
         return nullcontext()
     from trl.trainer.utils import use_adapter
 
-    return use_adapter(model, None)  # type: ignore[no-any-return]
+    return use_adapter(model, None)
 
 
 @dataclass(frozen=True)
@@ -253,9 +253,9 @@ def evaluate_pairs(
         model.reshard()
     if was_training:
         model.train()
-    loss, margin, correct, counted = dist.sum([loss, margin, float(correct), float(counted)])
-    total = max(counted, 1)
-    return HeldOut(loss / total, margin / total, correct / total)
+    sums = dist.sum([loss, margin, float(correct), float(counted)])
+    total = max(sums[3], 1.0)
+    return HeldOut(sums[0] / total, sums[1] / total, sums[2] / total)
 
 
 # -- the reference model for full fine-tuning ---------------------------------------------------

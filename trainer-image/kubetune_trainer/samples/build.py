@@ -325,9 +325,7 @@ BAD_ADVICE = [
 PREFERENCE_ROWS = 120
 
 
-def _preference_rows(
-    count: int = PREFERENCE_ROWS, seed: int = 11
-) -> list[tuple[str, str, str]]:
+def _preference_rows(count: int = PREFERENCE_ROWS, seed: int = 11) -> list[tuple[str, str, str]]:
     """(question, chosen, rejected): the right diagnosis against a wrong cause or bad advice."""
     rng = random.Random(seed)  # noqa: S311 - reproducible sample data
     rows = []
@@ -335,7 +333,9 @@ def _preference_rows(
         fault = rng.randrange(len(FAULTS))
         wrong_cause = FAULTS[fault][1]
         if rng.random() < 0.5 and wrong_cause not in chosen:
-            rejected = f"Cause probable : {wrong_cause}. Remplacez la pièce sans autre vérification."
+            rejected = (
+                f"Cause probable : {wrong_cause}. Remplacez la pièce sans autre vérification."
+            )
         else:
             rejected = rng.choice(BAD_ADVICE)
         rows.append((question, chosen, rejected))
@@ -356,7 +356,7 @@ def write_preference_samples(target: Path) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     with (target / "frigo_preference_chat.jsonl").open("w", encoding="utf-8") as f:
         for question, chosen, rejected in rows:
-            record = {
+            chat: dict[str, list[dict[str, str]]] = {
                 "prompt": [
                     {"role": "system", "content": SYSTEM_PROMPT},
                     {"role": "user", "content": question},
@@ -364,7 +364,7 @@ def write_preference_samples(target: Path) -> None:
                 "chosen": [{"role": "assistant", "content": chosen}],
                 "rejected": [{"role": "assistant", "content": rejected}],
             }
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json.dumps(chat, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
