@@ -124,3 +124,13 @@ def test_a_dpo_job_reads_back_as_openai_dpo() -> None:
     assert job.method.dpo is not None and job.method.dpo["hyperparameters"]["beta"] == 0.4
     plain = {**obj, "spec": stored_spec(StartRequest.model_validate(ORIGINAL))}
     assert to_openai(record_from_obj(plain)).method.type == "supervised"
+
+
+def test_cli_start_sends_the_objective_and_beta() -> None:
+    from kubetune_cli.main import _parser, _start_body
+
+    argv = ["start", "--model", "tiny", "--dataset", ORIGINAL["dataset_url"], "--objective"]
+    args = _parser().parse_args([*argv, "dpo", "--dpo-beta", "0.2"])
+    body = _start_body(args)
+    assert (body["objective"], body["dpo_beta"]) == ("dpo", 0.2)
+    assert StartRequest.model_validate(body).dpo_beta == 0.2

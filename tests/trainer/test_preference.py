@@ -5,6 +5,7 @@ answers of its own training pairs (measured before and after, independently of t
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,43 @@ def test_full_dpo_on_chat_pairs_uses_a_frozen_reference(
     assert metrics["evalRewardMarginAfter"] > 0.0
     assert metrics["trainRows"] == 24 and metrics["evalRows"] == 6
     assert (tmp_path / "models" / "tiny-ft" / "model.safetensors").is_file()
+
+
+def test_dpo_resumes_after_sigterm_with_the_uninterrupted_losses(
+    make_config: Config, start_trainer: Callable[..., TrainerRun], data_root: Path, tmp_path: Path
+) -> None:
+    lines = sample_path("frigo_preference.jsonl").read_text(encoding="utf-8").splitlines()
+    (data_root / "data" / "pairs.jsonl").write_text("\n".join(lines[:24]) + "\n", "utf-8")
+    hp = {"maxSteps": 10, "batchSize": 2, "learningRate": 5e-3, "maxSeqLength": 96, "seed": 3}
+
+    def config(root: Path) -> dict[str, Any]:
+        return make_config(
+            dataset={"url": "data/pairs.jsonl"},
+            method=DPO_LORA,
+            hyperparameters=hp,
+            checkpoint={"everySteps": 0},
+            root=root,
+        )
+
+    reference = start_trainer(config(tmp_path / "ref"), tag="ref")
+    assert reference.wait() == 0, reference.stderr()
+    expected = {p["step"]: p["loss"] for p in reference.progress()}
+    assert sorted(expected) == list(range(1, 11))
+
+    interrupted = config(tmp_path / "cut")
+    first = start_trainer(interrupted, tag="term")
+    first.wait_for_step(3)
+    first.kill(signal.SIGTERM)
+    assert first.wait(120) == ExitCode.PREEMPTED
+    stopped = max(p["step"] for p in first.progress())
+    second = start_trainer(interrupted, tag="resumed")
+    assert second.wait() == 0, second.stderr()
+    got = {p["step"]: p["loss"] for p in second.progress()}
+    assert sorted(got) == list(range(stopped + 1, 11))
+    assert got == {step: expected[step] for step in got}  # bit-for-bit
+    metrics, ref_metrics = second.result()["metrics"], reference.result()["metrics"]
+    for key in ("evalRewardMarginBefore", "evalRewardAccuracyBefore", "evalRewardMarginAfter"):
+        assert metrics[key] == ref_metrics[key], key
 
 
 def test_bad_preference_file_fails_the_run_with_the_line(
