@@ -18,7 +18,7 @@ from kubetune_trainer.errors import BadInputError
 from kubetune_trainer.formats import MIN_ROWS, Row, parse_table
 from kubetune_trainer.samples import sample_path
 
-from trainer.conftest import TrainerRun
+from trainer.conftest import TrainerRun, gang_env
 
 Config = Callable[..., dict[str, Any]]
 SPEC = DatasetSpec(url="data/x.jsonl")
@@ -287,6 +287,48 @@ def test_dpo_resumes_after_sigterm_with_the_uninterrupted_losses(
     metrics, ref_metrics = second.result()["metrics"], reference.result()["metrics"]
     for key in ("evalRewardMarginBefore", "evalRewardAccuracyBefore", "evalRewardMarginAfter"):
         assert metrics[key] == ref_metrics[key], key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("strategy", "method"),
+    [("ddp", DPO_LORA), ("fsdp", {"type": "full", "objective": "dpo", "dpo": {"beta": 0.1}})],
+)
+def test_two_ranks_of_dpo_match_one_process_with_twice_the_batch(
+    make_config: Config,
+    start_trainer: Callable[..., TrainerRun],
+    data_root: Path,
+    tmp_path: Path,
+    strategy: str,
+    method: dict[str, Any],
+) -> None:
+    """The pair loss is a mean over the step's pairs on all ranks: 2 ranks x 1 pair train on
+    what 1 process x 2 pairs does (same tolerance as tests/trainer/test_distributed.py); for
+    full fine-tuning the frozen reference is sharded with FSDP like the policy."""
+    lines = sample_path("frigo_preference.jsonl").read_text(encoding="utf-8").splitlines()
+    (data_root / "data" / "pairs.jsonl").write_text("\n".join(lines[:20]) + "\n", "utf-8")
+    hp = {"maxSteps": 4, "learningRate": 2e-3, "maxSeqLength": 96, "seed": 5}
+
+    def run(batch: int, env: dict[str, str] | None, root: Path) -> dict[str, Any]:
+        config = make_config(
+            dataset={"url": "data/pairs.jsonl"},
+            method=method,
+            hyperparameters={**hp, "batchSize": batch},
+            distributed={"strategy": strategy},
+            root=root,
+        )
+        trainer = start_trainer(config, env=env, tag=root.name)
+        assert trainer.wait() == 0, trainer.stderr()
+        return {"losses": {p["step"]: p["loss"] for p in trainer.progress()}, **trainer.result()}
+
+    one = run(2, None, tmp_path / "one")
+    two = run(1, gang_env(2), tmp_path / "two")
+    assert f"on 2 processes ({strategy})" in two["message"]
+    assert sorted(two["losses"]) == sorted(one["losses"]) == [1, 2, 3, 4]
+    for step, loss in one["losses"].items():
+        assert two["losses"][step] == pytest.approx(loss, rel=1e-5), step
+    for key in ("evalLossAfter", "evalRewardMarginAfter", "evalRewardAccuracyAfter"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-4), key
 
 
 def test_bad_preference_file_fails_the_run_with_the_line(
