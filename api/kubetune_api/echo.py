@@ -80,6 +80,8 @@ def _echo_field(field: RequestField) -> tuple[Any, Any]:
         annotation = annotation | None
     if field.name == "lora":
         return annotation | None, Field(..., description="LoRA settings (null for method full).")
+    if field.name == "dpo_beta":
+        return annotation | None, Field(..., description="DPO beta (null unless objective dpo).")
     return annotation, Field(..., description=info.description)
 
 
@@ -129,6 +131,8 @@ def _echo_value(field: RequestField, spec: FineTuneJobSpec) -> Any:
     if field.kind == "secret":
         return value.name if value is not None else None
     if field.name == "lora" and spec.method.type != "lora":
+        return None
+    if field.name == "dpo_beta" and spec.method.objective != "dpo":
         return None
     return value.model_dump() if isinstance(value, BaseModel) else value
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from kubetune_crd.names import ANNOTATION_OPENAI, parse_time
-from kubetune_crd.spec import DatasetSpec, FineTuneJobSpec, HyperparametersSpec
+from kubetune_crd.spec import DatasetSpec, DpoSpec, FineTuneJobSpec, HyperparametersSpec
 from kubetune_crd.status import TERMINAL_PHASES
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
@@ -25,6 +25,7 @@ from kubetune_api.service import FieldError
 from kubetune_api.views import JobRecord
 
 BASE_LEARNING_RATE: float = HyperparametersSpec.model_fields["learning_rate"].default
+DEFAULT_BETA: float = DpoSpec.model_fields["beta"].default
 
 OpenAIStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 PHASE_TO_OPENAI: dict[str, OpenAIStatus] = {
@@ -54,11 +55,24 @@ class Supervised(_Strict):
     hyperparameters: Hyperparameters | None = None
 
 
-class OpenAIMethod(_Strict):
-    """OpenAI's `method` object of a create request (only `supervised`)."""
+Beta = Annotated[float, Strict(), Field(**constraints(DpoSpec.model_fields["beta"]))]
 
-    type: Literal["supervised"] = "supervised"
+
+class DpoHyperparameters(Hyperparameters):
+    beta: Literal["auto"] | Beta = "auto"
+
+
+class Dpo(_Strict):
+    hyperparameters: DpoHyperparameters | None = None
+
+
+class OpenAIMethod(_Strict):
+    """OpenAI's `method` object of a create request: `supervised` or `dpo` (preference pairs,
+    kubetune's `method.objective: dpo`)."""
+
+    type: Literal["supervised", "dpo"] = "supervised"
     supervised: Supervised | None = None
+    dpo: Dpo | None = None
 
 
 class CreateJob(_Strict):
@@ -92,8 +106,9 @@ class JobError(BaseModel):
 
 
 class JobMethod(BaseModel):
-    type: Literal["supervised"] = "supervised"
-    supervised: dict[str, Any]
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: dict[str, Any] | None = None
+    dpo: dict[str, Any] | None = None
 
 
 class FineTuningJob(BaseModel):
@@ -176,15 +191,26 @@ _OPENAI_FIELD = {
     "model": "model",
     "seed": "seed",
     "model_name": "suffix",
+    "objective": "method.type",
+    "dpo_beta": "method.dpo.hyperparameters.beta",
 }
+
+
+def _method_hyperparameters(method: OpenAIMethod | None) -> Hyperparameters | None:
+    """The hyperparameters given inside `method`, whose object must match its type."""
+    if method is None:
+        return None
+    other = "supervised" if method.type == "dpo" else "dpo"
+    if getattr(method, other) is not None:
+        raise FieldError(f"method.{other}", f"method.type is {method.type!r}")
+    given = method.dpo if method.type == "dpo" else method.supervised
+    return given.hyperparameters if given is not None else None
 
 
 def to_start_request(body: CreateJob) -> StartRequest:
     """The request this create body asks for ("auto": the contract's default)."""
     hp = body.hyperparameters
-    method_hp = (
-        body.method.supervised.hyperparameters if body.method and body.method.supervised else None
-    )
+    method_hp = _method_hyperparameters(body.method)
     if method_hp is not None:
         if hp is not None:
             raise FieldError("method", "give hyperparameters either at the top or in method")
@@ -199,6 +225,10 @@ def to_start_request(body: CreateJob) -> StartRequest:
             values["learning_rate"] = BASE_LEARNING_RATE * float(hp.learning_rate_multiplier)
     if body.seed is not None:
         values["seed"] = body.seed
+    if body.method is not None and body.method.type == "dpo":
+        values["objective"] = "dpo"
+        if isinstance(hp, DpoHyperparameters) and hp.beta != "auto":
+            values["dpo_beta"] = hp.beta
     try:
         return StartRequest.model_validate(values)
     except ValidationError as exc:
@@ -266,9 +296,17 @@ def to_openai(rec: JobRecord) -> FineTuningJob:
         seed=hp.seed,
         estimated_finish=_estimated_finish(rec),
         metadata=extra.get("metadata"),
-        method=JobMethod(supervised={"hyperparameters": hyper.model_dump()}),
+        method=_job_method(rec, hyper),
         user_provided_suffix=extra.get("suffix"),
     )
+
+
+def _job_method(rec: JobRecord, hyper: JobHyperparameters) -> JobMethod:
+    method = rec.spec.get("method") or {}
+    if method.get("objective") == "dpo":
+        beta = (method.get("dpo") or {}).get("beta", DEFAULT_BETA)
+        return JobMethod(type="dpo", dpo={"hyperparameters": {**hyper.model_dump(), "beta": beta}})
+    return JobMethod(supervised={"hyperparameters": hyper.model_dump()})
 
 
 def _event_id(job_id: str, index: int, text: str) -> str:

@@ -76,6 +76,8 @@ FIELDS: tuple[RequestField, ...] = (
         description="Secret (in your namespace) with S3 credentials for an s3:// dataset.",
     ),
     RequestField("method", ("method", "type")),
+    RequestField("objective", ("method", "objective")),
+    RequestField("dpo_beta", ("method", "dpo", "beta")),
     RequestField("lora", ("method", "lora"), kind="group"),
     RequestField("merge_adapter", ("method", "merge_adapter")),
     *_fields_of("hyperparameters", HyperparametersSpec, skip=ORIGINAL_HYPERPARAMETERS),

@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--batch-size", type=int)
     start.add_argument("--learning-rate", type=float)
     start.add_argument("--method", choices=["lora", "full"])
+    start.add_argument(
+        "--objective", choices=["supervised", "dpo"], help="dpo: preference pairs (DPO)"
+    )
+    start.add_argument("--dpo-beta", type=float, help="DPO beta (with --objective dpo)")
     start.add_argument("--idempotency-key", help="retry-safe key: the same key starts one job")
     start.add_argument("--wait", action="store_true", help="show progress until the job ends")
 
@@ -73,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _start_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"model": args.model, "dataset_url": args.dataset_url}
-    for key in ("epochs", "batch_size", "learning_rate", "method"):
+    for key in ("epochs", "batch_size", "learning_rate", "method", "objective", "dpo_beta"):
         value = getattr(args, key)
         if value is not None:
             body[key] = value

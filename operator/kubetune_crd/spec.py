@@ -25,6 +25,7 @@ QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
 DatasetFormat = Literal["auto", "csv", "jsonl"]
 Method = Literal["lora", "full"]
+Objective = Literal["supervised", "dpo"]
 
 
 class DatasetSpec(CamelModel):
@@ -60,6 +61,18 @@ class DatasetSpec(CamelModel):
         max_length=128,
         description="Column holding the completion (the loss is computed on it only).",
     )
+    chosen_column: str = Field(
+        default="chosen",
+        min_length=1,
+        max_length=128,
+        description="Column holding the preferred answer of a preference pair (objective dpo).",
+    )
+    rejected_column: str = Field(
+        default="rejected",
+        min_length=1,
+        max_length=128,
+        description="Column holding the dispreferred answer of a preference pair (objective dpo).",
+    )
     messages_column: str = Field(
         default="messages",
         min_length=1,
@@ -94,10 +107,32 @@ class LoraSpec(CamelModel):
     )
 
 
+class DpoSpec(CamelModel):
+    """Direct Preference Optimization settings (used when method.objective is dpo)."""
+
+    beta: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=10.0,
+        description=(
+            "How far the model may move from the reference (the base model): higher keeps it "
+            "closer. trl's and OpenAI's default is 0.1."
+        ),
+    )
+
+
 class MethodSpec(CamelModel):
-    """How the model is fine-tuned."""
+    """How the model is fine-tuned: which weights train (type) and on what loss (objective)."""
 
     type: Method = Field(default="lora", description="lora (adapter) or full fine-tuning.")
+    objective: Objective = Field(
+        default="supervised",
+        description=(
+            "supervised (next-token loss on text, completions or chat) or dpo (Direct "
+            "Preference Optimization on prompt/chosen/rejected pairs)."
+        ),
+    )
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (objective dpo).")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
     merge_adapter: bool = Field(
         default=False,

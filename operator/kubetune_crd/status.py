@@ -114,6 +114,23 @@ class Metrics(StatusModel):
     eval_bytes: int | None = Field(
         default=None, description="UTF-8 bytes of the held-out target text bits per byte uses."
     )
+    eval_reward_margin_before: float | None = Field(
+        default=None,
+        description=(
+            "DPO: mean implicit reward margin (chosen minus rejected, beta x log-ratio to the "
+            "reference) on the held-out pairs before training (0: the model is the reference)."
+        ),
+    )
+    eval_reward_margin_after: float | None = Field(
+        default=None, description="DPO: mean held-out reward margin after training."
+    )
+    eval_reward_accuracy_before: float | None = Field(
+        default=None,
+        description="DPO: fraction of held-out pairs whose chosen answer out-rewards the rejected.",
+    )
+    eval_reward_accuracy_after: float | None = Field(
+        default=None, description="DPO: held-out reward accuracy after training."
+    )
 
 
 class Sample(StatusModel):

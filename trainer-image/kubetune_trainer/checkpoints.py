@@ -44,6 +44,8 @@ class TrainState:
     label_tokens: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
     eval_loss_before: float | None = None
+    reward_margin_before: float | None = None
+    reward_accuracy_before: float | None = None
     train_seconds: float = 0.0
     world_size: int = 1
     sharded: bool = False

@@ -8,7 +8,6 @@ report (rows, tokens, steps, ETA). In a run of several processes every rank runs
 
 from __future__ import annotations
 
-import math
 import random
 import shutil
 import tempfile
@@ -25,16 +24,31 @@ from kubetune_trainer.checkpointing import Checkpointer
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.distributed import SINGLE, Dist
 from kubetune_trainer.errors import PreemptedError, RetryableError
+from kubetune_trainer.metrics_text import figures, perplexity
 from kubetune_trainer.modeling import load_model, load_tokenizer
 from kubetune_trainer.output import S3Store, StoredModel, VolumeStore
 from kubetune_trainer.parallel import model_for_saving, resolve_strategy, wrap
 from kubetune_trainer.plan import DataPlan, estimate, fingerprint, prepare_data
+from kubetune_trainer.preference import (
+    HeldOut,
+    PairLoss,
+    evaluate_pairs,
+    prepare_policy,
+    reference_model,
+)
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.promoting import promote
 from kubetune_trainer.runtime import DeviceInfo, pick_device
 from kubetune_trainer.saving import job_identity, model_info, open_store, save_model
 from kubetune_trainer.tracking import Tracking
-from kubetune_trainer.train import LoopConfig, StopFlag, Training, evaluate, make_optimizer
+from kubetune_trainer.train import (
+    LoopConfig,
+    StepLoss,
+    StopFlag,
+    Training,
+    evaluate,
+    make_optimizer,
+)
 from kubetune_trainer.train import train_loop as run_loop
 
 Details = dict[str, Any]
@@ -82,6 +96,8 @@ class Setup:
     resumed: bool
     answers_before: list[str] | None = None
     """The base model's answers to spec.evaluation.prompts (full fine-tuning; LoRA: at the end)."""
+    reference: Any = None
+    """DPO with full fine-tuning: the frozen base model (LoRA: the policy, adapter disabled)."""
 
 
 @dataclass
@@ -169,9 +185,9 @@ def _train_and_store(run: Run, tokenizer: Any, plan: DataPlan) -> tuple[TrainerR
             _evaluate_before(run, setup, plan, tokenizer)
         started = time.monotonic()
         state = _train(run, setup, plan)
-        metrics = evaluation.with_bits_per_byte(
-            _evaluate_after(run, setup, plan, state), tokenizer, plan
-        )
+        metrics = _evaluate_after(run, setup, plan, state)
+        if not plan.preference:  # bits per byte of the held-out answers: a supervised figure
+            metrics = evaluation.with_bits_per_byte(metrics, tokenizer, plan)
         stored, final = _save(run, setup, plan, store, metrics, tokenizer)
     except BaseException as exc:
         # A preempted run resumes in the next pod: its MLflow run stays open for it.
@@ -218,6 +234,12 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
     # FSDP loads on the CPU and moves only this process's shards to the device.
     load_on = DeviceInfo(torch.device("cpu"), device.bf16, "cpu") if strategy == "fsdp" else device
     model = load_model(cfg.base_model, cfg.spec.method, load_on, hp.gradient_checkpointing)
+    reference = None
+    if plan.preference:
+        prepare_policy(model)
+        reference = reference_model(
+            cfg.base_model, cfg.spec.method, strategy, load_on, device, dist
+        )
     run.agree_stop("loading")
     par = wrap(model, strategy, device, dist)
     optimizer, scheduler = make_optimizer(par.model, hp, plan.total_steps, device)
@@ -244,15 +266,30 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
     else:
         run.reporter.stage("resuming", step=state.step, total_steps=state.total_steps)
     training = Training(par, optimizer, scheduler, device, dist)
-    return Setup(training, ckpt, state, int(tokenizer.pad_token_id), resumed)
+    pad_id = int(tokenizer.pad_token_id)
+    return Setup(training, ckpt, state, pad_id, resumed, reference=reference)
+
+
+def _held_out(run: Run, setup: Setup, plan: DataPlan, stop: StopFlag | None = None) -> HeldOut:
+    """The held-out loss (and, for DPO, reward margin and accuracy), over all ranks."""
+    t, hp = setup.training, run.hp
+    if plan.preference:
+        beta = run.cfg.spec.method.dpo.beta
+        return evaluate_pairs(
+            t.par.model, setup.reference, plan.eval_rows, hp.batch_size, setup.pad_id, beta,
+            t.device, stop, t.dist,
+        )  # fmt: skip
+    rows = plan.eval_rows
+    return HeldOut(evaluate(t.par.model, rows, hp.batch_size, setup.pad_id, t.device, stop, t.dist))
 
 
 def _evaluate_before(run: Run, setup: Setup, plan: DataPlan, tokenizer: Any) -> None:
     run.reporter.stage("evaluating")
     t = setup.training
-    setup.state.eval_loss_before = evaluate(
-        t.par.model, plan.eval_rows, run.hp.batch_size, setup.pad_id, t.device, run.stop, t.dist
-    )
+    before = _held_out(run, setup, plan, run.stop)
+    setup.state.eval_loss_before = before.loss
+    setup.state.reward_margin_before = before.reward_margin
+    setup.state.reward_accuracy_before = before.reward_accuracy
     run.eval_point(0, setup.state.eval_loss_before)
     if run.dist.main and not t.par.sharded:  # a sharded model answers nothing on one rank
         setup.answers_before = evaluation.answers_before(run.cfg, t.par.model, tokenizer)
@@ -262,10 +299,12 @@ def _train(run: Run, setup: Setup, plan: DataPlan) -> TrainState:
     state, t = setup.state, setup.training
 
     def evaluate_now(step: int) -> None:  # every rank: the loss is summed over their shards
-        loss = evaluate(
-            t.par.model, plan.eval_rows, run.hp.batch_size, setup.pad_id, t.device, dist=t.dist
-        )
-        run.eval_point(step, loss)
+        run.eval_point(step, _held_out(run, setup, plan).loss)
+
+    step_loss: StepLoss | None = None
+    if plan.preference:
+        beta = run.cfg.spec.method.dpo.beta
+        step_loss = PairLoss(plan.train_rows, setup.pad_id, beta, setup.reference)
 
     run.reporter.stage("training", step=state.step, total_steps=state.total_steps)
     state = run_loop(
@@ -277,6 +316,7 @@ def _train(run: Run, setup: Setup, plan: DataPlan) -> TrainState:
         run.report,
         run.stop,
         setup.checkpoints,
+        step_loss,
     )
     run.agree_stop("training")
     return state
@@ -284,21 +324,33 @@ def _train(run: Run, setup: Setup, plan: DataPlan) -> TrainState:
 
 def _evaluate_after(run: Run, setup: Setup, plan: DataPlan, state: TrainState) -> Metrics:
     run.reporter.stage("evaluating", step=state.step, total_steps=state.total_steps, fraction=1.0)
-    t = setup.training
-    eval_after = evaluate(
-        t.par.model, plan.eval_rows, run.hp.batch_size, setup.pad_id, t.device, dist=t.dist
-    )
+    after = _held_out(run, setup, plan)
+    eval_after = after.loss
     run.eval_point(state.step, eval_after)
     last_losses = [loss for _, loss in state.losses[-max(run.hp.logging_steps, 1) :]]
-    return Metrics(
+    per_row = 2 if plan.preference else 1  # DPO: a pair is a row, its answers two examples
+    metrics = Metrics(
         train_loss=round(sum(last_losses) / len(last_losses), 6) if last_losses else None,
         eval_loss_before=state.eval_loss_before,
         eval_loss_after=eval_after,
-        perplexity_before=_ppl(state.eval_loss_before),
-        perplexity_after=_ppl(eval_after),
-        train_rows=len(plan.train.examples),
-        eval_rows=len(plan.held_out.examples),
+        train_rows=len(plan.train.examples) // per_row,
+        eval_rows=len(plan.held_out.examples) // per_row,
         train_tokens=state.real_tokens,
+    )
+    if plan.preference:  # a DPO loss is no token NLL: no perplexity
+        return metrics.model_copy(
+            update={
+                "eval_reward_margin_before": state.reward_margin_before,
+                "eval_reward_margin_after": after.reward_margin,
+                "eval_reward_accuracy_before": state.reward_accuracy_before,
+                "eval_reward_accuracy_after": after.reward_accuracy,
+            }
+        )
+    return metrics.model_copy(
+        update={
+            "perplexity_before": perplexity(state.eval_loss_before),
+            "perplexity_after": perplexity(eval_after),
+        }
     )
 
 
@@ -342,7 +394,10 @@ def _evaluate_extra(
     device = setup.training.device
     if next(plain.parameters()).device != device.device:  # FSDP's gathered copy is on the CPU
         device = DeviceInfo(next(plain.parameters()).device, False, "cpu")
-    champion, note = evaluation.champion_bits_per_byte(run.cfg, plan, device, run.work)
+    if plan.preference:  # the champion's figure is a supervised one (bits per byte)
+        champion, note = None, ("current model not compared (dpo)" if run.cfg.champion else None)
+    else:
+        champion, note = evaluation.champion_bits_per_byte(run.cfg, plan, device, run.work)
     return Evaluated(metrics.model_copy(update={"champion_bits_per_byte": champion}), samples, note)
 
 
@@ -358,14 +413,6 @@ def _result(
     if run.dist.active:
         where = f" on {run.dist.world_size} processes ({setup.training.par.strategy})"
     metrics = final.metrics
-    bpb = ""
-    if metrics.bits_per_byte_after is not None:
-        bpb = (
-            f", bits/byte {_fmt(metrics.bits_per_byte_before)} -> "
-            f"{_fmt(metrics.bits_per_byte_after)}"
-        )
-    if metrics.champion_bits_per_byte is not None:
-        bpb += f" (current model {_fmt(metrics.champion_bits_per_byte)})"
     note = f"; {final.note}" if final.note else ""
     model = model_info(run.cfg, stored) if stored is not None else None
     tracking = run.tracking.finish(model.uri if model else None, metrics, state.step)
@@ -377,23 +424,10 @@ def _result(
         note += f"; {verdict} {promotion.alias}"
     return TrainerResult(
         outcome="succeeded",
-        message=(
-            f"trained {state.step} steps in {seconds:.0f}s{where}; eval loss "
-            f"{_fmt(metrics.eval_loss_before)} -> {_fmt(metrics.eval_loss_after)}{bpb}{note}"
-        ),
+        message=(f"trained {state.step} steps in {seconds:.0f}s{where}; {figures(metrics)}{note}"),
         model=model,
         metrics=metrics,
         samples=evaluation.fit_samples(final.samples),
         promotion=promotion,
         tracking=tracking,
     )
-
-
-def _ppl(loss: float | None) -> float | None:
-    if loss is None:
-        return None
-    return math.exp(min(loss, 50.0))
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

@@ -20,6 +20,7 @@ from kubetune_trainer.errors import BadInputError
 from kubetune_trainer.formats import Table, load_table
 from kubetune_trainer.modeling import parameter_count
 from kubetune_trainer.packing import PackedRow, pack
+from kubetune_trainer.preference import encode_pairs, pair_rows, pairs_in
 from kubetune_trainer.schedule import Schedule
 from kubetune_trainer.sources import FetchedDataset, fetch_dataset
 
@@ -39,11 +40,20 @@ class DataPlan:
     total_steps: int
 
     @property
+    def preference(self) -> bool:
+        """Preference pairs (objective dpo): `train_rows` / `eval_rows` hold each pair's chosen
+        row at i and its rejected row at n + i, unpacked (`preference.pair_rows`)."""
+        return self.table.kind == "preference"
+
+    @property
     def train_tokens_per_epoch(self) -> int:
         return sum(len(r) for r in self.train_rows)
 
+    def _rows(self, encoded: Encoded) -> int:
+        per_row = 2 if self.preference else 1
+        return len(encoded.examples) // per_row + encoded.dropped
+
     def summary(self) -> dict[str, Any]:
-        hp_rows = len(self.train.examples) + self.train.dropped
         return {
             "dataset": self.fetched.uri,
             "sha256": self.fetched.sha256,
@@ -52,8 +62,8 @@ class DataPlan:
             "kind": self.table.kind,
             "columns": self.table.columns,
             "rows": len(self.table.rows),
-            "trainRows": hp_rows,
-            "evalRows": len(self.held_out.examples) + self.held_out.dropped,
+            "trainRows": self._rows(self.train),
+            "evalRows": self._rows(self.held_out),
             "trainTokens": self.train.tokens,
             "evalTokens": self.held_out.tokens,
             "truncatedRows": self.train.truncated + self.held_out.truncated,
@@ -72,21 +82,29 @@ def prepare_data(
     spec = cfg.spec
     hp = spec.hyperparameters
     fetched = fetch_dataset(spec.dataset.url, cfg.data_root, work_dir)
-    table = load_table(fetched.path, spec.dataset.url, spec.dataset)
+    preference = spec.method.objective == "dpo"
+    table = load_table(fetched.path, spec.dataset.url, spec.dataset, preference=preference)
     train_rows, held_rows = split_rows(table.rows, spec.dataset.validation_split, hp.seed)
-    train = encode_rows(tokenizer, table.kind, train_rows, hp.max_seq_length)
-    held = encode_rows(tokenizer, table.kind, held_rows, hp.max_seq_length)
+    if preference:
+        train = encode_pairs(tokenizer, train_rows, hp.max_seq_length)
+        held = encode_pairs(tokenizer, held_rows, hp.max_seq_length)
+    else:
+        train = encode_rows(tokenizer, table.kind, train_rows, hp.max_seq_length)
+        held = encode_rows(tokenizer, table.kind, held_rows, hp.max_seq_length)
     if not train.examples:
         raise BadInputError(
             f"no training row has any token to learn from within maxSeqLength {hp.max_seq_length}"
             " (prompts longer than the limit?)"
         )
-    # Seeded random grouping, not length-sorted bins: see packing.py (batch diversity).
-    packed = pack(train.examples, hp.max_seq_length, hp.packing, seed=hp.seed)
-    eval_packed = pack(held.examples, hp.max_seq_length, True)
-    schedule = Schedule(
-        len(packed), hp.batch_size, hp.gradient_accumulation_steps, hp.seed, world_size
-    )
+    if preference:  # pairs are never packed: each answer's log-probability is one row's sum
+        packed, eval_packed = pair_rows(train), pair_rows(held)
+        units = pairs_in(packed)
+    else:
+        # Seeded random grouping, not length-sorted bins: see packing.py (batch diversity).
+        packed = pack(train.examples, hp.max_seq_length, hp.packing, seed=hp.seed)
+        eval_packed = pack(held.examples, hp.max_seq_length, True)
+        units = len(packed)
+    schedule = Schedule(units, hp.batch_size, hp.gradient_accumulation_steps, hp.seed, world_size)
     return DataPlan(
         fetched, table, train, held, packed, eval_packed, schedule, schedule.total_steps(hp)
     )
@@ -102,6 +120,8 @@ def estimate(
     epochs = plan.total_steps / max(plan.schedule.steps_per_epoch, 1)
     tokens = int(plan.train_tokens_per_epoch * epochs)
     factor = 4 if cfg.spec.method.type == "lora" else 6  # forward+backward FLOPs per param-token
+    if plan.preference:
+        factor += 2  # the reference model's forward pass
     rate = flops or ASSUMED_FLOPS.get(device_type, ASSUMED_FLOPS["cpu"])
     eval_tokens = 2 * sum(len(r) for r in plan.eval_rows)
     processes = plan.schedule.world_size

@@ -88,6 +88,8 @@ def run_params(cfg: TrainerRunConfig) -> dict[str, str]:
     if spec.method.type == "lora":
         lora = spec.method.lora
         params.update(lora_r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout)
+    if spec.method.objective == "dpo":
+        params.update(objective="dpo", dpo_beta=spec.method.dpo.beta)
     return {k: str(v)[:500] for k, v in params.items() if v is not None}
 
 

@@ -215,47 +215,71 @@ class _Window:
     start: float = field(default_factory=time.monotonic)
 
 
+class StepLoss(Protocol):
+    """What an optimizer step minimises, micro-batch by micro-batch: supervised runs sum the
+    next-token loss over label tokens (`TokenLoss`), DPO runs the pair loss over pairs
+    (`preference.PairLoss`). `units[i]`: the loss units of row i (its label tokens, or 1 per
+    pair); a step's loss is its sum divided by the units of the step on all ranks."""
+
+    units: list[int]
+
+    def __call__(self, t: Training, indices: Sequence[int]) -> tuple[Any, int]:
+        """(the summed loss of these rows, their real tokens)."""
+        ...
+
+
+class TokenLoss:
+    """Supervised: summed cross-entropy over the label tokens of packed rows."""
+
+    def __init__(self, rows: Sequence[PackedRow], pad_id: int, flatten: bool):
+        self.rows = rows
+        self.pad_id = pad_id
+        self.flatten = flatten
+        self.units = [label_tokens(row) for row in rows]
+
+    def __call__(self, t: Training, indices: Sequence[int]) -> tuple[Any, int]:
+        batch = collate([self.rows[i] for i in indices], self.pad_id, self.flatten)
+        return loss_sum(t.par.model, batch, t.device, t.par.forward), batch.real_tokens
+
+
 class _Stepper:
     """Runs the optimizer steps of one rank (what does not change from step to step, once)."""
 
-    def __init__(self, t: Training, rows: Sequence[PackedRow], schedule: Schedule, pad_id: int):
+    def __init__(self, t: Training, schedule: Schedule, step_loss: StepLoss):
         self.t = t
-        self.rows = rows
         self.schedule = schedule
-        self.pad_id = pad_id
-        self.tokens = [label_tokens(row) for row in rows]
+        self.step_loss = step_loss
         self.cache: dict[int, list[int]] = {}
-        self.flatten = packed_attention_enabled(t.par.model, t.device)
         # The optimizer's own parameter objects: FSDP may leave a module's unsharded tensors
         # registered in it between passes, which receive no gradient and are not updated.
         self.params = [p for group in t.optimizer.param_groups for p in group["params"]]
 
     def run(self, step: int) -> tuple[float, int, int]:
-        """One optimizer step: (this rank's loss sum, its real tokens, the step's label tokens
+        """One optimizer step: (this rank's loss sum, its real tokens, the step's loss units
         on all ranks). Each micro-batch's loss is scaled so that the gradients DDP/FSDP average
-        over the ranks are those of the mean over all the step's label tokens."""
+        over the ranks are those of the mean over all the step's units."""
         import torch
 
         t = self.t
         micro = self.schedule.step_rows(step, self.cache, t.dist.rank)
-        step_tokens = max(self.schedule.step_label_tokens(step, self.cache, self.tokens), 1)
+        step_units = self.schedule.step_label_tokens(step, self.cache, self.step_loss.units)
+        step_units = max(step_units, 1)
         # Summed on the device in float64 (exactly what Python floats would add up to): one
         # host sync per step, not one per micro-batch.
         loss_total, real = torch.zeros((), dtype=torch.float64, device=t.device.device), 0
         for n, indices in enumerate(micro):
-            batch = collate([self.rows[i] for i in (indices or [0])], self.pad_id, self.flatten)
             weight = t.dist.world_size if indices else 0  # a used-up shard: in step, no gradient
             with t.par.micro_batch(sync=n == len(micro) - 1):
-                loss = loss_sum(t.par.model, batch, t.device, t.par.forward)
-                (loss * weight / step_tokens).backward()
+                loss, tokens = self.step_loss(t, indices or [0])
+                (loss * weight / step_units).backward()
             if indices:
                 loss_total += loss.detach().double()
-                real += batch.real_tokens
+                real += tokens
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         t.optimizer.step()
         t.scheduler.step()
         t.optimizer.zero_grad(set_to_none=True)
-        return float(loss_total), real, step_tokens
+        return float(loss_total), real, step_units
 
 
 def _progress(t: Training, state: TrainState, schedule: Schedule, window: _Window) -> Progress:
@@ -288,9 +312,13 @@ def train_loop(
     report: Callable[[Progress], None],
     stop: StopFlag,
     checkpoints: Checkpoints,
+    step_loss: StepLoss | None = None,
 ) -> TrainState:
-    """Run optimizer steps from state.step to state.total_steps, checkpointing as asked."""
-    stepper = _Stepper(t, rows, schedule, cfg.pad_id)
+    """Run optimizer steps from state.step to state.total_steps, checkpointing as asked.
+    `step_loss`: what a step minimises (default: the supervised loss over `rows`)."""
+    if step_loss is None:
+        step_loss = TokenLoss(rows, cfg.pad_id, packed_attention_enabled(t.par.model, t.device))
+    stepper = _Stepper(t, schedule, step_loss)
     window = _Window()
     t.par.model.train()
     if t.dist.any(stop.requested):

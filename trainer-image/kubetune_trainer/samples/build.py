@@ -311,5 +311,62 @@ def write_samples(target: Path) -> None:
             writer.writerow([json.dumps(messages, ensure_ascii=False)])
 
 
+# Answers a technician must not give: the dispreferred side of the preference pairs.
+BAD_ADVICE = [
+    "Pas besoin de débrancher : ouvrez le circuit frigorifique et rechargez le gaz vous-même "
+    "avec une bombe achetée en ligne.",
+    "Ce n'est rien de grave : attendez quelques semaines, le problème disparaîtra tout seul.",
+    "Shuntez le thermostat avec un fil pour forcer le compresseur à tourner en permanence.",
+    "Percez la paroi du fond avec une perceuse pour laisser s'écouler l'eau, sans débrancher.",
+    "Cognez le compresseur avec un marteau pour le débloquer, l'appareil sous tension.",
+    "Jetez l'appareil tout de suite, aucune réparation n'est possible.",
+]
+
+PREFERENCE_ROWS = 120
+
+
+def _preference_rows(count: int = PREFERENCE_ROWS, seed: int = 11) -> list[tuple[str, str, str]]:
+    """(question, chosen, rejected): the right diagnosis against a wrong cause or bad advice."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible sample data
+    rows = []
+    for question, chosen in _rows()[:count]:
+        fault = rng.randrange(len(FAULTS))
+        wrong_cause = FAULTS[fault][1]
+        if rng.random() < 0.5 and wrong_cause not in chosen:
+            rejected = (
+                f"Cause probable : {wrong_cause}. Remplacez la pièce sans autre vérification."
+            )
+        else:
+            rejected = rng.choice(BAD_ADVICE)
+        rows.append((question, chosen, rejected))
+    return rows
+
+
+def write_preference_samples(target: Path) -> None:
+    """`frigo_preference.jsonl` (prompt/chosen/rejected strings) and `frigo_preference_chat.jsonl`
+    (the same pairs as chat messages, trl's conversational preference format)."""
+    rows = _preference_rows()
+    with (target / "frigo_preference.jsonl").open("w", encoding="utf-8") as f:
+        for question, chosen, rejected in rows:
+            record = {
+                "prompt": f"Question : {question}\nRéponse :",
+                "chosen": f" {chosen}",
+                "rejected": f" {rejected}",
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    with (target / "frigo_preference_chat.jsonl").open("w", encoding="utf-8") as f:
+        for question, chosen, rejected in rows:
+            chat: dict[str, list[dict[str, str]]] = {
+                "prompt": [
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": question},
+                ],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+            f.write(json.dumps(chat, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
     write_samples(Path(__file__).resolve().parent)
+    write_preference_samples(Path(__file__).resolve().parent)
