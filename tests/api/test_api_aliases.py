@@ -56,7 +56,12 @@ def create_alias(
     custom: client.CustomObjectsApi, namespace: str, alias: str, status: dict[str, Any]
 ) -> None:
     """A ModelAlias with the status the operator would have written."""
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelAlias", "metadata": {"name": alias}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelAlias",
+        "metadata": {"name": alias},
+        "spec": {},
+    }
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "modelaliases", body)
     custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, "modelaliases", alias, {"status": status}

@@ -54,14 +54,14 @@ def _record(name: str, job: str, metrics: dict[str, float], created: str) -> dic
     }
 
 
-def _cells(page: Any, selector: str) -> dict[str, list[str]]:
-    """Each row's cell texts by its first cell's data attribute (`selector` picks rows)."""
-    rows: dict[str, list[str]] = page.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll(arguments[0])].map(r =>"
-        " [Object.values(r.dataset)[0], [...r.cells].map(c => c.textContent)]))",
+def _cells(page: Any, selector: str) -> list[tuple[str, list[str]]]:
+    """Each row's data key (its one data attribute) and cell texts, in the page's order."""
+    rows = page.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(r =>"
+        " [Object.values(r.dataset)[0], [...r.cells].map(c => c.textContent)])",
         selector,
     )
-    return rows
+    return [(key, cells) for key, cells in rows]
 
 
 def test_models_page_shows_figures_from_records_and_aliases(
@@ -94,6 +94,7 @@ def test_models_page_shows_figures_from_records_and_aliases(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelAlias",
         "metadata": {"name": "frigo"},
+        "spec": {},
     }
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "modelaliases", alias)
     status = {
@@ -111,8 +112,9 @@ def test_models_page_shows_figures_from_records_and_aliases(
 
     page.get(data_api.url + "/ui/models")
     wait_js(page, "return document.querySelectorAll('#models-body tr').length === 2")
-    models = _cells(page, "#models-body tr")
-    assert list(models) == ["frigo-b", "frigo-a"]  # newest first
+    in_order = _cells(page, "#models-body tr")
+    assert [key for key, _ in in_order] == ["frigo-b", "frigo-a"]  # newest first
+    models = dict(in_order)
     name, base, size, _age, eval_loss, bpb, aliases, job = models["frigo-a"]
     assert (name, base, size) == ("frigo-a", "tiny", "3 MB")  # frigo-b is the latest of tiny
     assert (eval_loss, bpb, aliases) == ("2.5 → 1.25", "1.5 → 0.75", "frigo")
@@ -130,7 +132,7 @@ def test_models_page_shows_figures_from_records_and_aliases(
     )
     assert link == f"/ui/jobs/{live_job}"
     wait_js(page, "return document.querySelectorAll('#aliases-body tr').length === 1")
-    [(alias_name, cells)] = _cells(page, "#aliases-body tr").items()
+    [(alias_name, cells)] = _cells(page, "#aliases-body tr")
     assert alias_name == "frigo"
     assert cells == [
         "frigo",
@@ -169,7 +171,7 @@ def test_schedules_page_lists_cron_state_last_and_next_run(
 
     page.get(data_api.url + "/ui/schedules")
     wait_js(page, "return document.getElementById('schedules-note').textContent === '2 schedules'")
-    rows = _cells(page, "#schedules-body tr")
+    rows = dict(_cells(page, "#schedules-body tr"))
     assert rows["nightly"] == [
         "nightly",
         "0 2 * * * UTC",
