@@ -22,7 +22,13 @@ ORIGINAL = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
 
 def test_pages_carry_a_strict_csp_and_work_under_it(data_api: ApiProcess, page: Any) -> None:
     with data_api.client() as http:
-        for path in ("/ui", "/ui/models", "/ui/start", "/ui/jobs/ft_20240101_000000_abcdef"):
+        for path in (
+            "/ui",
+            "/ui/models",
+            "/ui/start",
+            "/ui/schedules",
+            "/ui/jobs/ft_20240101_000000_abcdef",
+        ):
             resp = http.get(path)
             assert resp.status_code == 200, (path, resp.status_code)
             assert resp.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
