@@ -170,7 +170,7 @@ def test_schedules_page_lists_cron_state_last_and_next_run(
     )
 
     page.get(data_api.url + "/ui/schedules")
-    wait_js(page, "return document.getElementById('schedules-note').textContent === '2 schedules'")
+    wait_js(page, "return document.getElementById('schedules-note')?.textContent === '2 schedules'")
     rows = dict(_cells(page, "#schedules-body tr"))
     assert rows["nightly"] == [
         "nightly",
