@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from kubetune_crd.names import parse_time
+from kubetune_crd.names import name_to_job_id, parse_time
 from kubetune_crd.registry import AliasRequest, FineTunedModel, ModelAlias
-from kubetune_crd.status import ModelInfo
+from kubetune_crd.status import Metrics, ModelInfo
 from pydantic import ValidationError
 
 from kubetune_api.schemas import (
     AliasDecision,
+    AliasesResponse,
+    AliasSummary,
     AliasView,
     CompareEntry,
     CompareResponse,
@@ -55,7 +57,9 @@ def size_mb(size_bytes: int | None) -> int:
     return max(1, math.ceil(size_bytes / (1024 * 1024)))
 
 
-def _entry(info: ModelInfo, base: str, written: datetime | None) -> ModelEntry:
+def _entry(
+    info: ModelInfo, base: str, written: datetime | None, job: str, metrics: Metrics | None
+) -> ModelEntry:
     return ModelEntry(
         name=info.name,
         base_model=base,
@@ -63,6 +67,8 @@ def _entry(info: ModelInfo, base: str, written: datetime | None) -> ModelEntry:
         size_mb=size_mb(info.size_bytes),
         latest=False,
         path=info.path or info.uri,
+        job_id=name_to_job_id(job),
+        metrics=metrics.model_dump(exclude_none=True) if metrics else None,
     )
 
 
@@ -74,7 +80,7 @@ def job_row(rec: JobRecord) -> ModelRow | None:
     info = st.model
     written = parse_time(info.created or st.completion_time) or rec.created
     base = info.base_model_alias or rec.model or info.base_model
-    return ModelRow(written or EPOCH, _entry(info, base, written))
+    return ModelRow(written or EPOCH, _entry(info, base, written, rec.name, st.metrics))
 
 
 def record_row(obj: dict[str, Any]) -> ModelRow | None:
@@ -90,7 +96,8 @@ def record_row(obj: dict[str, Any]) -> ModelRow | None:
     created = (obj.get("metadata") or {}).get("creationTimestamp")
     written = parse_time(info.created or created)
     base = info.base_model_alias or info.base_model
-    return ModelRow(written or EPOCH, _entry(info, base, written), record)
+    entry = _entry(info, base, written, record.spec.job, record.spec.metrics)
+    return ModelRow(written or EPOCH, entry, record)
 
 
 def model_rows(records: Iterable[dict[str, Any]], jobs: Iterable[JobRecord]) -> list[ModelRow]:
@@ -151,7 +158,6 @@ def model_detail(row: ModelRow, aliases: dict[str, str]) -> ModelDetail:
         job=spec.job,
         dataset=spec.dataset.model_dump(),
         hyperparameters=spec.hyperparameters.model_dump(),
-        metrics=spec.metrics.model_dump(exclude_none=True) if spec.metrics else None,
         samples=[SampleAnswer(**s.model_dump()) for s in spec.samples],
         files=[f.model_dump() for f in spec.model.files] if spec.model.files else None,
         manifest_sha256=spec.model.manifest_sha256,
@@ -195,21 +201,44 @@ def compare_view(rows: list[ModelRow], reference: ModelRow) -> CompareResponse:
     return CompareResponse(dataset=data.model_dump(), models=entries, total=len(entries))
 
 
+def _alias_fields(alias: ModelAlias) -> dict[str, Any]:
+    """An alias's summary fields: its current model, last decision, pending request."""
+    cur = alias.status.current
+    req = pending_request(alias)
+    history = alias.status.history
+    return {
+        "alias": str(alias.metadata.get("name")),
+        "model": cur.model if cur else None,
+        "path": (cur.path or cur.uri) if cur else None,
+        "uri": cur.uri if cur else None,
+        "version": cur.version if cur else None,
+        "bits_per_byte": cur.bits_per_byte if cur else None,
+        "last_decision": AliasDecision(**history[-1].model_dump()) if history else None,
+        "pending": PendingRequest(**req.model_dump()) if req else None,
+    }
+
+
 def alias_view(obj: dict[str, Any]) -> AliasView:
     """`GET /api/finetune/aliases/{alias}`: its current model and every decision."""
     alias = ModelAlias.from_k8s(obj)
-    cur = alias.status.current
-    req = pending_request(alias)
-    return AliasView(
-        alias=str(alias.metadata.get("name")),
-        model=cur.model if cur else None,
-        path=(cur.path or cur.uri) if cur else None,
-        uri=cur.uri if cur else None,
-        version=cur.version if cur else None,
-        bits_per_byte=cur.bits_per_byte if cur else None,
-        history=[AliasDecision(**h.model_dump()) for h in alias.status.history],
-        pending=PendingRequest(**req.model_dump()) if req else None,
-    )
+    history = [AliasDecision(**h.model_dump()) for h in alias.status.history]
+    return AliasView(**_alias_fields(alias), history=history)
+
+
+def aliases_view(objs: Iterable[dict[str, Any]]) -> AliasesResponse:
+    """`GET /api/finetune/aliases`: every readable alias, by name (an unreadable one is
+    logged and left out, like an unreadable model record)."""
+    out: list[AliasSummary] = []
+    for obj in objs:
+        try:
+            alias = ModelAlias.from_k8s(obj)
+        except ValidationError as exc:
+            name = (obj.get("metadata") or {}).get("name")
+            log.warning("unreadable ModelAlias %s: %s", name, exc)
+            continue
+        out.append(AliasSummary(**_alias_fields(alias)))
+    out.sort(key=lambda a: a.alias)
+    return AliasesResponse(aliases=out, total=len(out))
 
 
 def pending_request(alias: ModelAlias) -> AliasRequest | None:

@@ -91,12 +91,23 @@ class JobStatus(BaseModel):
 
 
 class ModelEntry(BaseModel):
+    """One model of `GET /api/finetune/models`: the original API's fields (name, base_model,
+    created, size_mb, latest, path), then the registry's figures, read from its record (so
+    they outlive the job) or, for a model without one, from its job's status."""
+
     name: str
     base_model: str
     created: str | None
     size_mb: int
     latest: bool
     path: str
+    job_id: str | None = Field(
+        default=None, description="The job that trained it (the API's job id; may be deleted)."
+    )
+    metrics: dict[str, Any] | None = Field(
+        default=None,
+        description="Eval loss, perplexity and held-out bits per byte before and after.",
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -179,8 +190,8 @@ class PromoteRequest(BaseModel):
     )
 
 
-class AliasView(BaseModel):
-    """`GET /api/finetune/aliases/{alias}`."""
+class AliasSummary(BaseModel):
+    """One alias of `GET /api/finetune/aliases`: its current model and its last decision."""
 
     alias: str
     model: str | None = Field(description="The current model's name (as /models lists it).")
@@ -188,10 +199,25 @@ class AliasView(BaseModel):
     uri: str | None = None
     version: int | None = Field(default=None, description="The pointer's version.")
     bits_per_byte: float | None = None
-    history: list[AliasDecision] = Field(default_factory=list, description="Oldest first.")
+    last_decision: AliasDecision | None = Field(
+        default=None, description="The newest decision (promoted or kept), if any."
+    )
     pending: PendingRequest | None = Field(
         default=None, description="A promote or rollback asked for and not carried out yet."
     )
+
+
+class AliasesResponse(BaseModel):
+    """`GET /api/finetune/aliases`: the tenant's aliases, by name."""
+
+    aliases: list[AliasSummary]
+    total: int
+
+
+class AliasView(AliasSummary):
+    """`GET /api/finetune/aliases/{alias}`: the summary and every decision."""
+
+    history: list[AliasDecision] = Field(default_factory=list, description="Oldest first.")
 
 
 class JobsResponse(BaseModel):

@@ -134,6 +134,12 @@ def test_original_flow_shapes(
                     "size_mb": 25,
                     "latest": True,
                     "path": f"models/{model_name}",
+                    "job_id": job_id,
+                    "metrics": {
+                        "train_loss": 1.25,
+                        "eval_loss_before": 2.0,
+                        "eval_loss_after": 1.5,
+                    },
                 }
             ],
             "total": 1,

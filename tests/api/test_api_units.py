@@ -278,6 +278,8 @@ def test_models_view_marks_the_latest_per_base_model() -> None:
         "size_mb": 2540,
         "latest": True,
         "path": "models/phi-new",
+        "job_id": "j-phi-new",  # then the registry's extra fields
+        "metrics": None,
     }
     assert size_mb(None) == 0 and size_mb(1) == 1
 

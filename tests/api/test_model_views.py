@@ -9,6 +9,7 @@ from typing import Any
 
 from kubetune_api.model_views import (
     alias_view,
+    aliases_view,
     compare_view,
     current_models,
     model_detail,
@@ -85,6 +86,10 @@ def test_records_outlive_jobs_and_win_over_them() -> None:
     assert [(r.entry.name, r.record is not None) for r in rows] == [("a", True), ("old", False)]
     view = models_view(rows).model_dump()
     assert view["total"] == 2 and view["models"][0]["size_mb"] == 3
+    # the figures come with the list, from the record (the job may be gone) or the job
+    assert view["models"][0]["metrics"] == {"bits_per_byte_before": 2.0, "bits_per_byte_after": 1.5}
+    assert view["models"][0]["job_id"] == "job-a"
+    assert (view["models"][1]["job_id"], view["models"][1]["metrics"]) == ("job-old", None)
     assert models_view(rows, current="old").model_dump()["total"] == 1
     assert models_view(rows, base_model="nope").total == 0
 
@@ -149,6 +154,38 @@ def test_alias_view_current_and_history() -> None:
     assert view.history[1].champion_bits_per_byte == 1.2
     empty = alias_view({"metadata": {"name": "new"}})
     assert (empty.model, empty.history) == (None, [])
+
+
+def test_aliases_list_by_name_with_their_last_decision() -> None:
+    decision = {"alias": "frigo", "policy": "if-better", "promoted": False, "model": "b"}
+    objs = [
+        {
+            "metadata": {"name": "frigo"},
+            "spec": {
+                "request": {
+                    "id": "abcdef0123456789",
+                    "action": "promote",
+                    "model": "c",
+                    "record": "j-c",
+                }
+            },
+            "status": {
+                "current": {"model": "a", "uri": "s3://bucket/a", "version": 2},
+                "history": [{**decision, "promoted": True, "model": "a"}, decision],
+            },
+        },
+        {"metadata": {"name": "broken"}, "status": {"history": "not a list"}},
+        {"metadata": {"name": "empty"}},
+    ]
+    view = aliases_view(objs)
+    assert view.total == 2 and [a.alias for a in view.aliases] == ["empty", "frigo"]
+    empty, frigo = view.aliases
+    assert (empty.model, empty.last_decision, empty.pending) == (None, None, None)
+    assert (frigo.model, frigo.path, frigo.version) == ("a", "s3://bucket/a", 2)
+    assert frigo.last_decision is not None
+    assert (frigo.last_decision.model, frigo.last_decision.promoted) == ("b", False)
+    assert frigo.pending is not None and frigo.pending.model == "c"
+    assert "history" not in view.model_dump()["aliases"][0]
 
 
 def test_rollback_goes_to_the_model_before_the_current_one() -> None:

@@ -7,13 +7,17 @@ must not pass by skipping on a CI machine that lacks them.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from api.api_proc import ApiProcess
+from kubernetes import client
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.workspace import create_claims
 from support.operator_proc import OperatorProcess
@@ -111,3 +115,54 @@ def fake_operator(
         cluster.kubeconfig, settings=settings, log_path=tmp_path / "operator.log"
     ) as op:
         yield op
+
+
+def _data_root(root: Path) -> str:
+    """The original sample dataset under `root` (the API checks nothing else here)."""
+    (root / "data").mkdir(exist_ok=True)
+    (root / "data" / "frigo_training.csv").write_text('text\n"Frigo très froid"\n')
+    return str(root)
+
+
+@pytest.fixture
+def data_api(start_api: Callable[..., ApiProcess], namespace: str, tmp_path: Path) -> ApiProcess:
+    """Authentication off, the original sample dataset present."""
+    return start_api(AUTH_DISABLED=True, NAMESPACE=namespace, DATA_ROOT=_data_root(tmp_path))
+
+
+CONSOLE_KEY = "console-test-key-5f2a9c"
+"""`keyed_api`'s one API key (its tenant: the test's namespace)."""
+
+
+@pytest.fixture
+def keyed_api(
+    start_api: Callable[..., ApiProcess],
+    namespace: str,
+    k8s_api: client.ApiClient,
+    tmp_path: Path,
+) -> ApiProcess:
+    """Authentication on: the keys Secret knows CONSOLE_KEY only (stored as its sha256)."""
+    digest = hashlib.sha256(CONSOLE_KEY.encode()).hexdigest()
+    client.CoreV1Api(k8s_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="kubetune-api-keys"),
+            data={digest: base64.b64encode(namespace.encode()).decode()},
+        ),
+    )
+    return start_api(
+        API_KEYS_NAMESPACE=namespace, NAMESPACE=namespace, DATA_ROOT=_data_root(tmp_path)
+    )
+
+
+@pytest.fixture
+def custom(k8s_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(k8s_api)
+
+
+def text_of(browser: Any, element_id: str) -> str:
+    """An element's text as the page has it ("" when there is no such element)."""
+    value = browser.execute_script(
+        "return document.getElementById(arguments[0])?.textContent || ''", element_id
+    )
+    return str(value)

@@ -5,8 +5,6 @@ and a running job's loss curve gaining points while the test watches (stand-in t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,17 +20,15 @@ pytestmark = pytest.mark.cluster
 ORIGINAL = {"model": "tiny", "dataset_url": "data/frigo_training.csv"}
 
 
-@pytest.fixture
-def data_api(start_api: Callable[..., ApiProcess], namespace: str, tmp_path: Path) -> ApiProcess:
-    """Authentication off, the original sample dataset present."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "frigo_training.csv").write_text('text\n"Frigo très froid"\n')
-    return start_api(AUTH_DISABLED=True, NAMESPACE=namespace, DATA_ROOT=str(tmp_path))
-
-
 def test_pages_carry_a_strict_csp_and_work_under_it(data_api: ApiProcess, page: Any) -> None:
     with data_api.client() as http:
-        for path in ("/ui", "/ui/models", "/ui/start", "/ui/jobs/ft_20240101_000000_abcdef"):
+        for path in (
+            "/ui",
+            "/ui/models",
+            "/ui/start",
+            "/ui/schedules",
+            "/ui/jobs/ft_20240101_000000_abcdef",
+        ):
             resp = http.get(path)
             assert resp.status_code == 200, (path, resp.status_code)
             assert resp.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
@@ -136,4 +132,38 @@ def test_a_running_jobs_curve_gains_points(
     note = page.find_element("id", "chart-note").text
     assert note == f"{steps} train points, 2 eval points of {steps} steps"
     assert page.find_element("id", "chart-empty").is_displayed() is False
+    assert browser_errors(page) == [], fake_operator.log()[-2000:]
+
+
+def test_cancel_from_the_job_page(
+    data_api: ApiProcess, fake_operator: OperatorProcess, page: Any
+) -> None:
+    steps = 400  # 200 s: it runs until cancelled
+    body = {"model": "tiny", "dataset_url": f"data/fake_steps-{steps}_interval-0.5.csv"}
+    with data_api.client() as http:
+        job = http.post("/api/finetune/start", json=body).json()["job_id"]
+    page.get(f"{data_api.url}/ui/jobs/{job}")
+    wait_js(page, f"return {BADGE} === 'running'", 120)
+    wait_js(page, f"return {TRAIN_POINTS} > 0", 60)
+    cancel = page.find_element("id", "cancel")
+    assert cancel.is_displayed()
+    cancel.click()
+    # a second step asks before stopping the job; "No" leaves it running
+    assert page.find_element("id", "cancel-confirm").is_displayed()
+    page.find_element("id", "cancel-no").click()
+    assert (
+        cancel.is_displayed() and page.find_element("id", "cancel-confirm").is_displayed() is False
+    )
+    cancel.click()
+    page.find_element("id", "cancel-yes").click()
+    with data_api.client() as http:
+        wait_js(page, "return document.getElementById('cancel-note').textContent.length > 0", 30)
+        wait_js(page, f"return {BADGE} === 'cancelled'", 120)
+        status = http.get(f"/api/finetune/status/{job}").json()
+    assert status["status"] == "cancelled" and status["failure_reason"] == "Cancelled", status
+    reason = page.find_element("id", "reason")
+    assert reason.is_displayed() and reason.text.startswith("The job was cancelled."), reason.text
+    assert cancel.is_displayed() is False  # an ended job offers no cancel
+    drawn = page.execute_script(f"return {TRAIN_POINTS}")
+    assert 0 < drawn < steps  # stopped part way
     assert browser_errors(page) == [], fake_operator.log()[-2000:]

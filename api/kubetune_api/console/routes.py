@@ -92,6 +92,12 @@ async def models_page() -> Response:
     return _page()
 
 
+@router.get("/schedules")
+async def schedules_page() -> Response:
+    """Retraining schedules: cron, suspended, last and next run."""
+    return _page()
+
+
 @router.get("/start")
 async def start_page() -> Response:
     """The start form."""

@@ -1,4 +1,4 @@
-"""`/api/finetune/models*` and `/api/finetune/aliases/*`: the model registry (the operator
+"""`/api/finetune/models*` and `/api/finetune/aliases*`: the model registry (the operator
 writes it; here it is read, and a manual promote or rollback is asked for).
 
 Thin handlers: the store reads the records (blocking calls, run in a worker thread), the
@@ -25,6 +25,7 @@ from kubetune_api.deps import AppState, CurrentTenant, State
 from kubetune_api.model_views import (
     ModelRow,
     alias_view,
+    aliases_view,
     compare_view,
     current_models,
     model_detail,
@@ -34,6 +35,7 @@ from kubetune_api.model_views import (
     rollback_target,
 )
 from kubetune_api.schemas import (
+    AliasesResponse,
     AliasView,
     CompareResponse,
     ModelDetail,
@@ -134,6 +136,13 @@ async def model(name: str, state: State, tenant: CurrentTenant) -> ModelDetail:
     """One model with its lineage: job, dataset, hyperparameters, metrics, answers, aliases."""
     row = _find(await tenant_models(state, tenant), name)
     return model_detail(row, await _aliases(state, tenant))
+
+
+@router.get("/aliases", response_model=AliasesResponse, responses=_ERRORS)
+async def list_aliases(state: State, tenant: CurrentTenant) -> AliasesResponse:
+    """The tenant's aliases by name: each one's current model and its last decision."""
+    registry = state.require_store().registry
+    return aliases_view(await anyio.to_thread.run_sync(registry.aliases, tenant.namespace))
 
 
 @router.get("/aliases/{alias}", response_model=AliasView, responses=_ERRORS)

@@ -27,7 +27,8 @@ export function forgetKey() {
 
 let refusedHandler = () => {};
 
-/** Called with no argument whenever the API answers 401 (no key, or a key it refuses). */
+/** Called whenever the API answers 401 (no key, or a key it refuses), with the key the
+ * refused request carried ("" for none). */
 export function onRefused(handler) {
   refusedHandler = handler;
 }
@@ -50,9 +51,10 @@ export function detailText(body) {
 }
 
 async function send(path, options) {
+  const sent = getKey();
   const resp = await fetch(path, { credentials: "omit", cache: "no-store", ...options });
   if (resp.status === 401) {
-    refusedHandler();
+    refusedHandler(sent);
     throw new ApiError(401, null, "refused: the API did not accept the API key");
   }
   return resp;

@@ -8,6 +8,7 @@ const PAGES = [
   [/^\/ui\/?$/, "jobs", () => import("./jobs.js")],
   [/^\/ui\/models$/, "models", () => import("./models.js")],
   [/^\/ui\/start$/, "start", () => import("./start.js")],
+  [/^\/ui\/schedules$/, "schedules", () => import("./schedules.js")],
   [/^\/ui\/jobs\/([^/]+)$/, "job", () => import("./job.js")],
 ];
 
@@ -48,8 +49,12 @@ async function startPage() {
   clear(main, el("p", { class: "message error" }, "No such console page."));
 }
 
-onRefused(() => {
-  const hadKey = Boolean(getKey());
+onRefused((sentKey) => {
+  const stored = getKey();
+  if (stored && stored !== sentKey) return; // an answer to a key replaced since
+  const hadKey = Boolean(sentKey);
+  forgetKey(); // a refused key is not kept
+  showKeyState();
   stopPage();
   keyPanel.hidden = false;
   keyMessage.textContent = hadKey

@@ -132,8 +132,17 @@ export function render(main, [jobId]) {
     if (!stopped && !ended) later(pollStatus, STATUS_MS);
   }
 
+  let drawnBefore = 0;
+
   function showMetrics(data) {
+    const points = (data.train || []).length + (data.eval || []).length;
+    if (points === 0 && drawnBefore > 0) {
+      // the answer lost what was drawn (the trainer's pods are gone): keep the curve
+      chartNote.textContent = "The trainer's metrics are no longer served; the curve drawn so far is kept.";
+      return;
+    }
     const drawn = drawChart(chart, data);
+    drawnBefore = drawn;
     chartEmpty.hidden = drawn > 0;
     const total = data.total_steps ? ` of ${data.total_steps} steps` : "";
     chartNote.textContent =

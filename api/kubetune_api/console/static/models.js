@@ -1,71 +1,84 @@
-// Fine-tuned models: base model, size, eval loss before and after (from the job that made
-// each one), and the promotion aliases pointing at them when the API serves aliases.
+// Fine-tuned models: base model, size, the held-out figures before and after (from each
+// model's registry record: they outlive the job that made it), the promotion aliases
+// (`GET /api/finetune/aliases`) naming each one, and the aliases with their last decision.
 
 import { api } from "./api.js";
 import { age, clear, el, number } from "./dom.js";
 
-const ALIASES_ROUTE = "/api/finetune/aliases";
-
-/** [{alias, model}] from an aliases answer of any of the usual shapes; [] otherwise. */
-export function aliasRows(data) {
-  let items = data;
-  if (data && !Array.isArray(data) && typeof data === "object") {
-    items = Array.isArray(data.aliases) ? data.aliases : Array.isArray(data.data) ? data.data : null;
-    if (items === null) {
-      items = Object.entries(data.aliases || {}).map(([alias, v]) => ({ alias, ...(typeof v === "object" ? v : { model: v }) }));
-    }
-  }
-  if (!Array.isArray(items)) return [];
-  return items
-    .map((item) => ({
-      alias: String(item.alias ?? item.name ?? ""),
-      model: String(item.model_name ?? item.model ?? item.target ?? item.job_id ?? ""),
-      path: item.path || item.model_path || item.uri || "",
-    }))
-    .filter((row) => row.alias);
+/** "before → after" of one figure of a model's metrics ("–" when neither is known). */
+export function pair(metrics, before, after) {
+  if (!metrics || (metrics[before] == null && metrics[after] == null)) return "–";
+  return `${number(metrics[before])} → ${number(metrics[after])}`;
 }
 
-async function loadAliases() {
-  try {
-    return aliasRows(await api(ALIASES_ROUTE));
-  } catch {
-    return []; // no aliases route (yet): show nothing
-  }
+/** The last decision in words: "promoted b (if-better): reason", "kept a (...)". */
+export function decisionWords(decision) {
+  if (!decision) return "–";
+  const verb = decision.promoted ? "promoted" : "not promoted";
+  const why = decision.reason ? `: ${decision.reason}` : "";
+  return `${verb} ${decision.model} (${decision.policy})${why}`;
 }
 
-function lossPair(metrics) {
-  if (!metrics) return "–";
-  const before = metrics.eval_loss_before;
-  const after = metrics.eval_loss_after;
-  if (before === undefined && after === undefined) return "–";
-  return `${number(before)} → ${number(after)}`;
+function jobCell(model, jobIds) {
+  if (!model.job_id) return "–";
+  if (!jobIds.has(model.job_id)) return el("span", { class: "muted", title: "job deleted" }, `${model.job_id} (deleted)`);
+  return el("a", { href: `/ui/jobs/${encodeURIComponent(model.job_id)}` }, model.job_id);
+}
+
+function modelRow(m, aliases, jobIds) {
+  const names = aliases.filter((a) => a.model === m.name).map((a) => a.alias);
+  return el(
+    "tr",
+    { "data-model": m.name },
+    el("td", { class: "mono" }, m.name, m.latest ? el("span", { class: "badge latest" }, "latest") : null),
+    el("td", {}, m.base_model),
+    el("td", {}, `${m.size_mb} MB`),
+    el("td", { title: m.created || "" }, age(m.created)),
+    el("td", { class: "eval-loss" }, pair(m.metrics, "eval_loss_before", "eval_loss_after")),
+    el("td", { class: "bpb" }, pair(m.metrics, "bits_per_byte_before", "bits_per_byte_after")),
+    el("td", { class: "aliases" }, names.join(", ") || "–"),
+    el("td", { class: "job" }, jobCell(m, jobIds)),
+  );
+}
+
+function aliasRow(a) {
+  return el(
+    "tr",
+    { "data-alias": a.alias },
+    el("td", {}, el("strong", {}, a.alias)),
+    el("td", { class: "mono" }, a.model || "–"),
+    el("td", { class: "mono" }, a.path || "–"),
+    el("td", {}, a.version == null ? "–" : String(a.version)),
+    el("td", { class: "decision" }, decisionWords(a.last_decision)),
+    el("td", { class: "pending" }, a.pending ? `${a.pending.action} to ${a.pending.model}` : "–"),
+  );
+}
+
+function table(id, headings, body) {
+  return el("table", { id }, el("thead", {}, el("tr", {}, headings.map((h) => el("th", {}, h)))), body);
 }
 
 export function render(main) {
   const body = el("tbody", { id: "models-body" });
   const note = el("p", { class: "muted", id: "models-note" }, "Loading…");
-  const aliasSection = el("section", { class: "card", id: "aliases", hidden: true });
+  const aliasBody = el("tbody", { id: "aliases-body" });
+  const aliasNote = el("p", { class: "muted", id: "aliases-note" });
   clear(
     main,
     el("div", { class: "page-head" }, el("h1", {}, "Fine-tuned models")),
-    el(
-      "table",
-      { class: "models", id: "models-table" },
-      el(
-        "thead",
-        {},
-        el(
-          "tr",
-          {},
-          ["Model", "Base model", "Size", "Created", "Eval loss before → after", "Train loss", "Aliases", "Job"].map((h) =>
-            el("th", {}, h),
-          ),
-        ),
-      ),
+    table(
+      "models-table",
+      ["Model", "Base model", "Size", "Created", "Eval loss before → after", "Bits per byte before → after", "Aliases", "Job"],
       body,
     ),
     note,
-    aliasSection,
+    el(
+      "section",
+      { class: "card", id: "aliases" },
+      el("h2", {}, "Aliases"),
+      table("aliases-table", ["Alias", "Model", "Path", "Version", "Last decision", "Pending"], aliasBody),
+      aliasNote,
+    ),
   );
   let stopped = false;
 
@@ -73,38 +86,16 @@ export function render(main) {
     try {
       const [models, jobs, aliases] = await Promise.all([
         api("/api/finetune/models"),
-        api("/api/finetune/jobs?status=completed&limit=500"),
-        loadAliases(),
+        api("/api/finetune/jobs?limit=500"),
+        api("/api/finetune/aliases"),
       ]);
       if (stopped) return;
-      const byPath = new Map(jobs.jobs.filter((j) => j.model_path).map((j) => [j.model_path, j]));
-      clear(
-        body,
-        models.models.map((m) => {
-          const job = byPath.get(m.path);
-          const names = aliases.filter((a) => a.model === m.name || a.path === m.path).map((a) => a.alias);
-          return el(
-            "tr",
-            { "data-model": m.name },
-            el("td", { class: "mono" }, m.name, m.latest ? el("span", { class: "badge latest" }, "latest") : null),
-            el("td", {}, m.base_model),
-            el("td", {}, `${m.size_mb} MB`),
-            el("td", { title: m.created || "" }, age(m.created)),
-            el("td", {}, lossPair(job && job.metrics)),
-            el("td", {}, number(job && job.metrics ? job.metrics.train_loss : undefined)),
-            el("td", {}, names.join(", ") || "–"),
-            el("td", {}, job ? el("a", { href: `/ui/jobs/${encodeURIComponent(job.job_id)}` }, job.job_id) : "–"),
-          );
-        }),
-      );
+      const jobIds = new Set(jobs.jobs.map((j) => j.job_id));
+      clear(body, models.models.map((m) => modelRow(m, aliases.aliases, jobIds)));
       note.textContent = models.total ? `${models.total} model${models.total === 1 ? "" : "s"}` : "No fine-tuned model yet.";
       note.className = "muted";
-      aliasSection.hidden = aliases.length === 0;
-      clear(
-        aliasSection,
-        el("h2", {}, "Aliases"),
-        el("ul", {}, aliases.map((a) => el("li", {}, el("strong", {}, a.alias), " → ", a.model || a.path || "–"))),
-      );
+      clear(aliasBody, aliases.aliases.map(aliasRow));
+      aliasNote.textContent = aliases.total ? "" : "No alias yet: promote a model to give it one.";
     } catch (err) {
       if (stopped || err.status === 401) return;
       note.textContent = `Could not list the models: ${err.message}`;
