@@ -87,10 +87,22 @@ def main() -> int:
             "etaSeconds": round((steps - step) * interval, 2),
             "stage": "training",
         }
-        # the metric points of this step, as the real trainer sends them (the last step
-        # also has an eval point)
-        point = {"step": step, "loss": body["loss"], "epoch": body["epoch"]}
-        points = [point] + ([{"kind": "eval", "step": step, "loss": 1.0}] if step == steps else [])
+        # the metric points of this step, as the real trainer sends them: eval points before
+        # training (step 0, the result's evalLossBefore) and after the last step
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        points: list[dict[str, Any]] = [
+            {
+                "step": step,
+                "loss": body["loss"],
+                "epoch": body["epoch"],
+                "tokensPerSecond": body["tokensPerSecond"],
+                "updatedAt": now,
+            }
+        ]
+        if step == 1:
+            points.insert(0, {"kind": "eval", "step": 0, "loss": 2.0, "updatedAt": now})
+        if step == steps:
+            points.append({"kind": "eval", "step": step, "loss": 1.0, "updatedAt": now})
         outcome = post_progress(cfg, {**body, "points": points})
         print(json.dumps({"event": "progress", **body, "post": outcome}), flush=True)
     if code != 0:

@@ -91,9 +91,7 @@ async def job_series(state: AppState, rec: JobRecord) -> tuple[MetricSeries, boo
     """The job's series and whether the stored history was thinned: the stored history,
     else (none stored yet) the pods' logs."""
     store = state.require_store()
-    history = await anyio.to_thread.run_sync(
-        store.histories.read, rec.namespace, rec.name, rec.uid
-    )
+    history = await anyio.to_thread.run_sync(store.histories.read, rec.namespace, rec.name, rec.uid)
     if history is not None:
         return series_of_history(history), history.thinned
     logs = await anyio.to_thread.run_sync(read_pod_logs, store.pods, rec.namespace, rec.name)

@@ -33,7 +33,7 @@ class MetricHistories:
                 )
         except NotFoundError:
             return None
-        owners = cm.metadata.owner_references or []
+        owners = (cm.metadata.owner_references if cm.metadata else None) or []
         if owner_uid and not any(ref.uid == owner_uid for ref in owners):
             return None
         return MetricHistory.decode((cm.data or {}).get(names.METRICS_DATA_KEY))
