@@ -176,7 +176,7 @@ class MetricHistory:
                     "totalSteps": self.total_steps,
                     "thinned": self.thinned,
                     "train": [_train_row(p) for p in self.train],
-                    "eval": [[p.step, _short(p.loss), p.time] for p in self.eval],
+                    "eval": [_trimmed([p.step, _short(p.loss), p.time]) for p in self.eval],
                 },
                 separators=(",", ":"),
                 allow_nan=False,
@@ -227,6 +227,10 @@ def _train_row(p: Point) -> list[Any]:
         _short(p.epoch),
         p.time,
     ]
+    return _trimmed(row)
+
+
+def _trimmed(row: list[Any]) -> list[Any]:
     while row and row[-1] is None:  # trailing nulls cost bytes
         row.pop()
     return row
