@@ -131,6 +131,7 @@ class Controller:
         )
         port = await self.progress.start(self.settings.progress_bind, self.settings.progress_port)
         self.reconciler.progress = self.progress
+        self.reconciler.history = self.history
         self.reconciler.progress_base_url = self.settings.progress_base_url(port)
 
     async def stop(self) -> None:

@@ -87,6 +87,8 @@ class _Job:
     last_write: float = 0.0
     last_point: float = 0.0
     failures: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One write at a time (the flush loop and `flush` before a terminal status)."""
 
 
 class MetricHistoryWriter:
@@ -121,6 +123,15 @@ class MetricHistoryWriter:
         job.last_point = time.monotonic()
         if key not in self._flushers:
             self._flushers[key] = asyncio.create_task(self._flush_loop(key))
+
+    async def flush(self, namespace: str, name: str, timeout: float = 5.0) -> None:
+        """Write the job's pending points now (bounded by `timeout`): called before its
+        terminal status is written, so a finished job's history is complete."""
+        job = self._jobs.get((namespace, name))
+        if job is None or not job.pending:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._write((namespace, name)), timeout)
 
     def forget(self, namespace: str, name: str) -> None:
         """The FineTuneJob is gone (its ConfigMap goes with it)."""
@@ -168,8 +179,14 @@ class MetricHistoryWriter:
         """Merge the pending points into the record and store it; on failure they stay
         pending for the next try."""
         job = self._jobs.get(key)
+        if job is None:
+            return
+        async with job.lock:
+            await self._write_locked(key, job)
+
+    async def _write_locked(self, key: Key, job: _Job) -> None:
         owner = self._owner_of(*key)
-        if job is None or not job.pending:
+        if not job.pending:
             return
         if owner is None or not (owner.get("metadata") or {}).get("uid"):
             log.debug("metric points for unknown FineTuneJob %s/%s dropped", *key)
