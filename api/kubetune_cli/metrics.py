@@ -24,6 +24,9 @@ def add_parser(sub: Any) -> None:
     metrics.add_argument("job_id")
     metrics.add_argument("--width", type=int, default=60, help="chart columns (default 60)")
     metrics.add_argument("--height", type=int, default=8, help="chart rows (default 8)")
+    metrics.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="the API's answer"
+    )
 
 
 def _number(value: float) -> str:

@@ -50,8 +50,8 @@ def test_cli_metrics(
     namespace: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    start = ("start", "--model", "tiny", "--dataset", "data/frigo_training.csv", "--json")
-    assert main(["--api-url", api.url, *start]) == 0
+    start = ("start", "--model", "tiny", "--dataset", "data/frigo_training.csv")
+    assert main(["--api-url", api.url, "--json", *start]) == 0
     job_id = json.loads(capsys.readouterr().out)["job_id"]
     name = job_id.replace("_", "-")
 
@@ -64,8 +64,10 @@ def test_cli_metrics(
     )
     _store_history(client.CoreV1Api(k8s_api), namespace, job)
 
-    assert main(["--api-url", api.url, "--json", "metrics", job_id]) == 0
+    assert main(["--api-url", api.url, "metrics", job_id, "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
+    assert main(["--api-url", api.url, "--json", "metrics", job_id]) == 0
+    assert json.loads(capsys.readouterr().out) == answer
     assert answer["job_id"] == job_id and answer["total_steps"] == 40
     assert [p["step"] for p in answer["train"]] == list(range(1, 41))
     assert answer["train"][0]["learning_rate"] == 1e-4
@@ -77,7 +79,7 @@ def test_cli_metrics(
     assert any(line.startswith("steps:    40 of 40  (40 train, 3 eval points") for line in human)
     chart = [line for line in human if "│" in line]
     assert len(chart) == 4
-    assert chart[0].startswith(f"{3 * math.exp(-1 / 10) + 0.5:.4g} │█")  # the top: step 1
+    assert chart[0].lstrip().startswith(f"{3 * math.exp(-1 / 10) + 0.5:.4g} │█")  # the top: step 1
     eval_line = next(line for line in human if line.startswith("eval loss"))
     assert "█▅▁" in eval_line and "min 1 @ step 40" in eval_line
 
