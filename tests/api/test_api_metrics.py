@@ -111,6 +111,25 @@ def test_metrics_of_a_run_grow_while_it_trains_and_outlive_its_pods(
             what="the pods to go",
         )
         assert http.get(f"/api/finetune/metrics/{job}").json() == data
+        # the OpenAI-compatible view of the same history: one metrics event per step
+        events = http.get(f"/v1/fine_tuning/jobs/{job}/events", params={"limit": 100}).json()
+        metrics = [e["data"] for e in events["data"] if e["type"] == "metrics"]
+        assert [m["step"] for m in metrics] == list(range(steps, -1, -1))
+        assert metrics[0] == {
+            "step": steps,
+            "total_steps": steps,
+            "train_loss": round(2.0 / steps, 4),
+            "valid_loss": 1.0,
+        }
+        checkpoints = http.get(f"/v1/fine_tuning/jobs/{job}/checkpoints").json()["data"]
+        assert [c["metrics"] for c in checkpoints] == [
+            {
+                "step": steps,
+                "train_loss": round(2.0 / steps, 4),
+                "valid_loss": 1.0,
+                "full_valid_loss": 1.0,
+            }
+        ]
     assert len(data["train"]) == steps > len(seen["train"])
     assert data["train"][: len(seen["train"])] == seen["train"]
     assert [p["step"] for p in data["train"]] == list(range(1, steps + 1))
