@@ -84,6 +84,8 @@ class _Job:
     stored: MetricHistory | None = None
     """What the ConfigMap holds (None: not read since the operator started)."""
     version: str | None = None
+    owner_uid: str | None = None
+    """The FineTuneJob `stored` belongs to (a job recreated under the same name starts anew)."""
     last_write: float = 0.0
     last_point: float = 0.0
     failures: int = 0
@@ -194,9 +196,12 @@ class MetricHistoryWriter:
             return
         points, job.pending = job.pending, []
         written = False
+        uid = str(owner["metadata"]["uid"])
+        if job.owner_uid != uid:
+            job.stored, job.version, job.owner_uid = None, None, uid
         try:
             if job.stored is None:
-                job.stored, job.version = await self._read(key, str(owner["metadata"]["uid"]))
+                job.stored, job.version = await self._read(key, uid)
             merged = job.stored.copy()
             merged.add(points, job.total_steps)
             manifest = history_configmap(owner, merged, job.version)
