@@ -1,4 +1,8 @@
-"""A job's loss curves from the trainer's stdout: parse its JSON progress lines, downsample.
+"""A job's loss curves: from its stored metric history, or the trainer's stdout; downsample.
+
+The stored history (`kubetune_crd.metric_history`, kept by the operator) is the source;
+`series_of_history` turns it into the answer's points. Jobs without one (run before it
+existed, or with the progress endpoint off) fall back to the pods' logs, parsed here:
 
 The trainer prints one JSON line per logging step (`kubetune_trainer.progress`): `event`
 `"progress"` with `kubetune_crd.status.Progress`'s camelCase fields (`step`, `loss`,
@@ -20,6 +24,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
+from kubetune_crd.metric_history import MetricHistory
 from pydantic import BaseModel, Field
 
 MAX_POINTS = 500
@@ -51,6 +56,25 @@ class MetricSeries(BaseModel):
     train: list[TrainPoint] = Field(default_factory=list)
     eval: list[EvalPoint] = Field(default_factory=list)
     total_steps: int | None = None
+
+
+def series_of_history(history: MetricHistory) -> MetricSeries:
+    """The series of a stored metric history (the operator's `<job>-metrics` ConfigMap)."""
+    return MetricSeries(
+        train=[
+            TrainPoint(
+                step=p.step,
+                loss=p.loss,
+                learning_rate=p.learning_rate,
+                tokens_per_second=p.tokens_per_second,
+                epoch=p.epoch,
+                time=p.time,
+            )
+            for p in history.train
+        ],
+        eval=[EvalPoint(step=p.step, loss=p.loss, time=p.time) for p in history.eval],
+        total_steps=history.total_steps,
+    )
 
 
 def _number(value: Any) -> float | None:

@@ -19,6 +19,8 @@ from kubetune_crd.spec import DatasetSpec, DpoSpec, FineTuneJobSpec, Hyperparame
 from kubetune_crd.status import TERMINAL_PHASES
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
+from kubetune_api.metric_series import MetricSeries
+from kubetune_api.openai_metrics import metrics_rows, train_loss_at, valid_loss_at
 from kubetune_api.request_fields import StartRequest, constraints, hyperparameter_constraints
 from kubetune_api.schemas import JobEventEntry
 from kubetune_api.service import FieldError
@@ -159,9 +161,13 @@ class EventList(BaseModel):
 
 
 class CheckpointMetrics(BaseModel):
+    """OpenAI's checkpoint metrics: train loss and eval loss at the checkpoint's step;
+    `full_valid_loss` is the held-out loss over every eval row after training."""
+
     step: float | None = None
     train_loss: float | None = None
     valid_loss: float | None = None
+    full_valid_loss: float | None = None
 
 
 class Checkpoint(BaseModel):
@@ -315,9 +321,12 @@ def _event_id(job_id: str, index: int, text: str) -> str:
 
 
 def openai_events(
-    rec: JobRecord, rows: list[tuple[datetime | None, JobEventEntry]]
+    rec: JobRecord,
+    rows: list[tuple[datetime | None, JobEventEntry]],
+    series: MetricSeries | None = None,
 ) -> list[OpenAIEvent]:
-    """Status transitions and Kubernetes events, then the latest metrics; newest first."""
+    """Status transitions and Kubernetes events, and one `metrics` event per logged step of
+    the job's metric history (without one: the latest progress); newest first."""
     events: list[OpenAIEvent] = []
     for index, (when, ev) in enumerate(rows):
         events.append(
@@ -328,8 +337,20 @@ def openai_events(
                 message=f"{ev.reason}: {ev.message}" if ev.message else ev.reason,
             )
         )
+    history = metrics_rows(rec, series) if series is not None else []
+    for event_id, created, message, data in history:
+        events.append(
+            OpenAIEvent(
+                id=event_id,
+                created_at=created,
+                level="info",
+                message=message,
+                data=data,
+                type="metrics",
+            )
+        )
     progress = rec.status.progress
-    if progress is not None and progress.step:
+    if not history and progress is not None and progress.step:
         events.append(
             OpenAIEvent(
                 id=_event_id(rec.job_id, len(rows), f"metrics{progress.step}"),
@@ -345,20 +366,31 @@ def openai_events(
                 type="metrics",
             )
         )
+    # oldest first, stable (a status event and the step logged in the same second keep
+    # their order), then newest first as OpenAI lists them
+    events.sort(key=lambda e: e.created_at)
     events.reverse()
     return events
 
 
-def final_checkpoints(rec: JobRecord) -> list[Checkpoint]:
-    """The stored model of a succeeded job (kubetune keeps resumable checkpoints internal)."""
+def final_checkpoints(rec: JobRecord, series: MetricSeries | None = None) -> list[Checkpoint]:
+    """The stored model of a succeeded job (kubetune keeps resumable checkpoints internal),
+    with the train and eval losses logged at its step."""
     st = rec.status
     if st.phase != "Succeeded" or st.model is None:
         return []
     step = st.progress.step if st.progress else 0
+    if series is not None and series.train and not step:
+        step = series.train[-1].step
+    full_valid = st.metrics.eval_loss_after if st.metrics else None
+    final_train = st.metrics.train_loss if st.metrics else None
+    logged_train = train_loss_at(series, step) if series is not None else None
+    logged_valid = valid_loss_at(series, step) if series is not None else None
     metrics = CheckpointMetrics(
         step=float(step),
-        train_loss=st.metrics.train_loss if st.metrics else None,
-        valid_loss=st.metrics.eval_loss_after if st.metrics else None,
+        train_loss=logged_train if logged_train is not None else final_train,
+        valid_loss=logged_valid if logged_valid is not None else full_valid,
+        full_valid_loss=full_valid,
     )
     checkpoint = Checkpoint(
         id=f"ftckpt-{rec.name}-final",

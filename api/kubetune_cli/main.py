@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetune_cli import aliases, models, render, schedules
+from kubetune_cli import aliases, metrics, models, render, schedules
 from kubetune_cli.client import ApiRequestError, ApiUnreachableError, KubetuneClient
 
 EXIT_JOB_FAILED = 1
@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="stop a job, keeping its record")
     cancel.add_argument("job_id")
+    metrics.add_parser(sub)
     schedules.add_parser(sub)
     aliases.add_parser(sub)
     return parser
@@ -156,6 +157,10 @@ def _cancel(args: argparse.Namespace, client: KubetuneClient, console: Console) 
     return _show(console, args, answer, lambda: console.print(line))
 
 
+def _metrics(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
+    return metrics.run(args, client, console)
+
+
 def _schedule(args: argparse.Namespace, client: KubetuneClient, console: Console) -> int:
     return schedules.run(args, client, console, _wait)
 
@@ -173,6 +178,7 @@ COMMANDS: dict[str, Command] = {
     "compare": _models,
     "logs": _logs,
     "cancel": _cancel,
+    "metrics": _metrics,
     "schedule": _schedule,
     "alias": _alias,
 }

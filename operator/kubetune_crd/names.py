@@ -30,6 +30,17 @@ LABEL_IDEMPOTENCY = "kubetune.io/idempotency-key-hash"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 """Kueue's LocalQueue label: the Job is created suspended for Kueue to admit."""
 
+COMPONENT_METRICS = "metrics"
+"""On a FineTuneJob's metric history ConfigMap (with LABEL_FINETUNEJOB)."""
+METRICS_DATA_KEY = "history.json"
+"""The key of the metric history in its ConfigMap (kubetune_crd.metric_history's JSON)."""
+
+
+def metrics_configmap_name(job_name: str) -> str:
+    """The ConfigMap holding a FineTuneJob's metric history (written by the operator)."""
+    return f"{job_name}-metrics"
+
+
 ANNOTATION_UID = "kubetune.io/finetunejob-uid"
 ANNOTATION_JOB_ID = "kubetune.io/job-id"
 ANNOTATION_IDEMPOTENCY_KEY = "kubetune.io/idempotency-key"

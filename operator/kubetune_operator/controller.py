@@ -36,6 +36,7 @@ from kubetune_operator.capabilities import ServerCapabilities, capabilities_for
 from kubetune_operator.informer_cache import JOB_SELECTOR, POD_SELECTOR, InformerCache
 from kubetune_operator.kube import ApiError, KubeClient, ftj_path, job_path, pod_path
 from kubetune_operator.kube_objects import Key, Obj, key_of, labels_of, meta, owner_uid
+from kubetune_operator.metric_history_writer import MetricHistoryWriter
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.pod_readers import job_finished, pod_phase
 from kubetune_operator.progress_server import ProgressServer
@@ -87,6 +88,11 @@ class Controller:
             metrics or OperatorMetrics(),
         )
         self.progress: ProgressServer | None = None
+        self.history = MetricHistoryWriter(
+            client,
+            lambda namespace, name: self.cache.ftjs.get((namespace, name)),
+            interval=settings.metrics_flush_interval,
+        )
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
         self.pruned = 0
@@ -121,9 +127,11 @@ class Controller:
             self.write_progress,
             min_interval=self.settings.progress_min_interval,
             review_ttl=self.settings.token_review_cache_seconds,
+            points=self.history.add,
         )
         port = await self.progress.start(self.settings.progress_bind, self.settings.progress_port)
         self.reconciler.progress = self.progress
+        self.reconciler.history = self.history
         self.reconciler.progress_base_url = self.settings.progress_base_url(port)
 
     async def stop(self) -> None:
@@ -136,6 +144,7 @@ class Controller:
                 await task
         if self.progress is not None:
             await self.progress.stop()
+        await self.history.stop()
         await self.client.close()
 
     async def _prelist(self) -> None:
@@ -161,6 +170,7 @@ class Controller:
             self.reconciler.timings.forget(key)
             if self.progress is not None:
                 self.progress.forget(*key)
+            self.history.forget(*key)
             self.queue.forget(key)
             return
         if not self.cache.is_news(obj):

@@ -11,9 +11,12 @@ that audience for every API call, so the token opens nothing but this endpoint, 
 2. requires the token's service account to live in the URL's namespace and its bound pod
    (`authentication.kubernetes.io/pod-name` in the user's extra) to be a trainer pod of the
    FineTuneJob named in the URL (labels and owner Job checked against the operator's cache);
-3. keeps only `Progress` fields (pydantic drops anything else) and patches
+3. keeps only `ProgressReport` fields (pydantic drops anything else) and patches
    `status.progress` alone, coalesced to at most one patch per job per
-   `KUBETUNE_PROGRESS_MIN_INTERVAL` seconds (default 2 s): the last report always lands.
+   `KUBETUNE_PROGRESS_MIN_INTERVAL` seconds (default 2 s): the last report always lands;
+4. hands the report's metric points (every one, not coalesced) to the metric history
+   (`metric_history_writer.py`, the job's `<job>-metrics` ConfigMap). A report without
+   `points` (an older trainer) counts as one train point made of its step and loss.
 
 Progress is best effort for the trainer: it never fails because this endpoint is down.
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 from kubetune_crd import names
+from kubetune_crd.metric_history import MetricPoint, ProgressReport
 from kubetune_crd.status import Progress
 from kubetune_crd.trainer_contract import PROGRESS_AUDIENCE
 from pydantic import ValidationError
@@ -47,6 +51,8 @@ Key = tuple[str, str]
 PodCheck = Callable[[str, str, str, str | None], Awaitable[bool]]
 # (namespace, name, progress) -> patch the status (raises on failure)
 ProgressWriter = Callable[[str, str, Progress], Awaitable[None]]
+# (namespace, name, points, total steps) -> queue points for the job's metric history
+PointSink = Callable[[str, str, list[MetricPoint], int | None], None]
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,17 @@ def identity_from_review(review: dict[str, Any]) -> Identity | None:
     )
 
 
+def points_of(report: ProgressReport, progress: Progress) -> list[MetricPoint]:
+    """The report's points; for a report without any (an older trainer), its own step and
+    loss as one train point (pure)."""
+    if report.points is not None:
+        return report.points
+    if progress.loss is None or progress.step <= 0:
+        return []
+    fields = progress.model_dump(include={"step", "loss", "learning_rate", "tokens_per_second"})
+    return [MetricPoint(**fields, epoch=progress.epoch, updated_at=progress.updated_at)]
+
+
 class ProgressServer:
     """aiohttp app inside the operator process (started and stopped by the handlers)."""
 
@@ -96,8 +113,10 @@ class ProgressServer:
         *,
         min_interval: float = 2.0,
         review_ttl: float = 60.0,
+        points: PointSink | None = None,
     ) -> None:
         self._client = client
+        self._points = points
         self._pod_check = pod_check
         self._writer = writer
         self._min_interval = min_interval
@@ -192,13 +211,16 @@ class ProgressServer:
             return web.json_response({"error": "pod is not a trainer of this job"}, status=403)
         try:
             payload = await request.json()
-            progress = Progress.model_validate(payload)
+            report = ProgressReport.model_validate(payload)
         except (ValueError, ValidationError) as exc:
             return web.json_response({"error": f"invalid progress: {exc}"[:500]}, status=400)
+        progress = report.progress()
         if progress.updated_at is None:
             progress = progress.model_copy(update={"updated_at": names.now_rfc3339()})
         self.accepted += 1
         self.submit(namespace, name, progress)
+        if self._points is not None:
+            self._points(namespace, name, points_of(report, progress), progress.total_steps)
         return web.json_response({"accepted": True}, status=202)
 
     def submit(self, namespace: str, name: str, progress: Progress) -> None:

@@ -98,6 +98,13 @@ NAMESPACED_RULES: list[Rule] = [
         "verbs": ["get", "create", "delete"],
     },
     {
+        # each FineTuneJob's metric history `<job>-metrics` (owned by it): read it back after
+        # a restart, create it, replace it (guarded by resourceVersion)
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get", "create", "update"],
+    },
+    {
         # read Warning events (FailedScheduling, FailedCreate); write Events on transitions
         "apiGroups": [""],
         "resources": ["events"],

@@ -43,6 +43,7 @@ from kubetune_operator.informer_cache import InformerCache
 from kubetune_operator.job_builder import make_job
 from kubetune_operator.kube import ApiError, KubeClient, ftj_path, job_path
 from kubetune_operator.kube_objects import Key, Obj, meta, owner_uid
+from kubetune_operator.metric_history_writer import MetricHistoryWriter
 from kubetune_operator.metrics import OperatorMetrics
 from kubetune_operator.owned_objects import (
     JOB,
@@ -105,6 +106,7 @@ class Reconciler:
         self.metrics = metrics
         self.progress: ProgressServer | None = None
         self.progress_base_url: str | None = None
+        self.history: MetricHistoryWriter | None = None
         self.timings = CreateTimings()
         self.reconciles = 0
         self.jobs_created = 0
@@ -224,6 +226,10 @@ class Reconciler:
         if status.phase == "Succeeded" and (obj.get("status") or {}).get("phase") != "Succeeded":
             # Registered before the status says Succeeded: a failed write is retried with it.
             await record_success(self.client, ftj, status, self.settings.reporting_instance)
+        ended = status.phase in TERMINAL_PHASES
+        was = (obj.get("status") or {}).get("phase")
+        if ended and self.history is not None and was not in TERMINAL_PHASES:
+            await self.history.flush(*key)  # a finished job's history is complete
         await self.write_status(key, obj, status.to_k8s(), derived.transitions)
         if status.phase in TERMINAL_PHASES and job is not None:
             await self._finish(key, job, plan, str(status.phase))

@@ -123,6 +123,11 @@ class OperatorSettings(BaseSettings):
     progress_min_interval: float = Field(
         default=2.0, ge=0.0, description="At most one progress status patch per job per interval."
     )
+    metrics_flush_interval: float = Field(
+        default=3.0,
+        ge=0.0,
+        description="At most one write of a job's metric history ConfigMap per interval.",
+    )
     token_review_cache_seconds: float = Field(
         default=60.0, ge=0.0, description="How long an accepted token is trusted without review."
     )

@@ -2,7 +2,8 @@
 
 Tenancy and 404s as `/api/finetune/status`, empty series before any pod, and the curve of a
 run of the stand-in trainer (tests/support/fake_trainer.py: loss 2/step, 1000 tokens/s),
-read from the trainer pod's log while it runs and after it ended.
+read from the job's metric history (the operator's `<job>-metrics` ConfigMap) while it runs,
+after it ended, and after its Job and pods are gone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubetune_local.testing import wait_for
 from kubetune_local.workspace import create_claims
 from support.operator_proc import OperatorProcess
@@ -66,8 +68,11 @@ def operator(cluster: Any, crd: None, namespace: str, tmp_path: Path) -> Iterato
         yield op
 
 
-def test_metrics_of_a_run_grow_while_it_trains(
-    start_api: Callable[..., ApiProcess], operator: OperatorProcess, namespace: str
+def test_metrics_of_a_run_grow_while_it_trains_and_outlive_its_pods(
+    start_api: Callable[..., ApiProcess],
+    operator: OperatorProcess,
+    namespace: str,
+    k8s_api: client.ApiClient,
 ) -> None:
     api = start_api(AUTH_DISABLED=True, NAMESPACE=namespace)
     steps = 16
@@ -87,17 +92,51 @@ def test_metrics_of_a_run_grow_while_it_trains(
 
         done = wait_for(finished, timeout=120, what="the run to end", interval=0.5)
         assert done["status"] == "completed", (done, operator.log()[-3000:])
-        data = http.get(f"/api/finetune/metrics/{job}").json()
+
+        def complete() -> dict[str, Any] | None:
+            data: dict[str, Any] = http.get(f"/api/finetune/metrics/{job}").json()
+            return data if len(data["train"]) == steps and len(data["eval"]) == 2 else None
+
+        data = wait_for(complete, timeout=10, what="every point stored", interval=0.3)
+        # the Job and its pods go (as its TTL would remove them): the curve stays
+        name = job.replace("_", "-")
+        client.BatchV1Api(k8s_api).delete_namespaced_job(
+            name, namespace, propagation_policy="Foreground"
+        )
+        core = client.CoreV1Api(k8s_api)
+        selector = f"kubetune.io/finetunejob={name}"
+        wait_for(
+            lambda: not core.list_namespaced_pod(namespace, label_selector=selector).items,
+            timeout=60,
+            what="the pods to go",
+        )
+        assert http.get(f"/api/finetune/metrics/{job}").json() == data
+        # the OpenAI-compatible view of the same history: one metrics event per step
+        events = http.get(f"/v1/fine_tuning/jobs/{job}/events", params={"limit": 100}).json()
+        metrics = [e["data"] for e in events["data"] if e["type"] == "metrics"]
+        assert [m["step"] for m in metrics] == list(range(steps, -1, -1))
+        assert metrics[0] == {
+            "step": steps,
+            "total_steps": steps,
+            "train_loss": round(2.0 / steps, 4),
+            "valid_loss": 1.0,
+        }
+        checkpoints = http.get(f"/v1/fine_tuning/jobs/{job}/checkpoints").json()["data"]
+        assert [c["metrics"] for c in checkpoints] == [
+            {
+                "step": steps,
+                "train_loss": round(2.0 / steps, 4),
+                "valid_loss": 1.0,
+                "full_valid_loss": 1.0,
+            }
+        ]
     assert len(data["train"]) == steps > len(seen["train"])
     assert data["train"][: len(seen["train"])] == seen["train"]
     assert [p["step"] for p in data["train"]] == list(range(1, steps + 1))
     assert [p["loss"] for p in data["train"]] == [round(2.0 / s, 4) for s in range(1, steps + 1)]
     assert {p["tokens_per_second"] for p in data["train"]} == {1000.0}
-    assert all(p["time"] is None and p["learning_rate"] is None for p in data["train"])
+    assert all(p["time"] and p["learning_rate"] is None for p in data["train"])
     assert data["total_steps"] == steps and data["downsampled"] is False
     assert data["job_id"] == job
-    # no eval line in the log: the status's eval losses before and after (fake: 2.0, 1.0)
-    assert data["eval"] == [
-        {"step": 0, "loss": 2.0, "time": None},
-        {"step": steps, "loss": 1.0, "time": None},
-    ]
+    # the trainer's eval points: before training (step 0) and after the last step
+    assert [(p["step"], p["loss"]) for p in data["eval"]] == [(0, 2.0), (steps, 1.0)]

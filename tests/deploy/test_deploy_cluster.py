@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubetune_crd import names
 from kubetune_local.cluster import LocalCluster, free_ports
 from kubetune_local.testing import wait_for
 from kubetune_local.workspace import seed_claims
@@ -193,6 +194,13 @@ def fine_tune(cluster: LocalCluster, namespace: str, api: Api, models_dir: Path)
     # the projected token, the operator's TokenReview and its status patch all worked.
     progress = ftj["status"]["progress"]
     assert progress.get("totalSteps") == MAX_STEPS and progress.get("updatedAt"), progress
+    # The operator kept the metric history with the chart's RBAC; the API serves it.
+    name = job_id.replace("_", "-")
+    cm = kubectl_json(cluster, "-n", namespace, "get", "cm", names.metrics_configmap_name(name))
+    record = json.loads(cm["data"][names.METRICS_DATA_KEY])
+    series = api.call("GET", f"/api/finetune/metrics/{job_id}")
+    assert record["train"] and record["eval"], record
+    assert [p["step"] for p in series["train"]] == [row[0] for row in record["train"]]
     operator_log = cluster.kubectl(
         "-n", namespace, "logs", "-l", f"{INSTANCE},app.kubernetes.io/component=operator"
     ).stdout

@@ -4,9 +4,11 @@ eval every `eval_steps` reaches MLflow and `GET /api/finetune/metrics`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from kubetune_crd import names
 from support.mlflow_server import mlflow_server
 
 from e2e.stack import E2EStack, ftj_name, short_job
@@ -47,3 +49,10 @@ def test_a_tracked_job_logs_to_mlflow_and_says_so_in_its_status(
 
     series = stack.http.get(f"/api/finetune/metrics/{job}").json()
     assert [p["step"] for p in series["eval"]] == [0, 2, STEPS], series
+    # served from the job's stored history, which the real trainer's reports filled
+    cm = stack.core.read_namespaced_config_map(
+        names.metrics_configmap_name(ftj_name(job)), stack.namespace
+    )
+    record = json.loads(cm.data[names.METRICS_DATA_KEY])
+    assert [row[0] for row in record["eval"]] == [0, 2, STEPS]
+    assert [row[0] for row in record["train"]] == [p["step"] for p in series["train"]]

@@ -1,8 +1,9 @@
 """A stand-in for `kubetune-trainer` in operator tests (run by the node agent as the container).
 
 It honours the trainer contract (kubetune_crd.trainer_contract) without any ML: reads
-KUBETUNE_RUN_CONFIG, posts Progress to the operator with the projected token, writes a model
-directory and a TrainerResult to the termination log, and exits with a chosen code.
+KUBETUNE_RUN_CONFIG, posts Progress (with its metric points) to the operator with the
+projected token, writes a model directory and a TrainerResult to the termination log, and
+exits with a chosen code.
 
 Its behaviour comes from the dataset URL's file name, `_`-separated `key-value` words:
 `data/fake_steps-3_interval-0.5_exit-42.csv` runs 3 steps 0.5 s apart, then exits 42.
@@ -86,7 +87,23 @@ def main() -> int:
             "etaSeconds": round((steps - step) * interval, 2),
             "stage": "training",
         }
-        outcome = post_progress(cfg, body)
+        # the metric points of this step, as the real trainer sends them: eval points before
+        # training (step 0, the result's evalLossBefore) and after the last step
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        points: list[dict[str, Any]] = [
+            {
+                "step": step,
+                "loss": body["loss"],
+                "epoch": body["epoch"],
+                "tokensPerSecond": body["tokensPerSecond"],
+                "updatedAt": now,
+            }
+        ]
+        if step == 1:
+            points.insert(0, {"kind": "eval", "step": 0, "loss": 2.0, "updatedAt": now})
+        if step == steps:
+            points.append({"kind": "eval", "step": step, "loss": 1.0, "updatedAt": now})
+        outcome = post_progress(cfg, {**body, "points": points})
         print(json.dumps({"event": "progress", **body, "post": outcome}), flush=True)
     if code != 0:
         if opts.get("noresult") != "1":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubetune_crd.metric_history import ProgressReport
 from kubetune_crd.status import Progress
 from kubetune_crd.trainer_contract import ExitCode, TrainerResult
 
@@ -48,6 +49,11 @@ def test_full_fine_tune_stores_model_manifest_and_reports(
     assert paths == {"/progress/default/job-a"}
     assert all(auth == "Bearer projected-token" for _, auth, _ in ProgressSink.received)
     assert any(body.get("stage") == "training" for _, _, body in ProgressSink.received)
+    # Every logged point reaches the endpoint (the job's metric history), none twice.
+    reports = [ProgressReport.model_validate(body) for _, _, body in ProgressSink.received]
+    points = [p for r in reports for p in r.points or []]
+    train = [(p.step, p.loss) for p in points if p.kind == "train"]
+    assert train == [(p["step"], p["loss"]) for p in progress]
 
     # Termination message and manifest.
     result = TrainerResult.model_validate(run.result())
@@ -58,6 +64,8 @@ def test_full_fine_tune_stores_model_manifest_and_reports(
     m = result.metrics
     assert m.eval_loss_after is not None and m.eval_loss_before is not None
     assert m.eval_loss_after < m.eval_loss_before
+    evals = [(p.step, p.loss) for p in points if p.kind == "eval"]
+    assert evals == [(0, m.eval_loss_before), (12, m.eval_loss_after)]
     assert m.perplexity_after == pytest.approx(2.718281828**m.eval_loss_after, rel=1e-6)
     model_dir = tmp_path / "models" / "tiny-ft"
     manifest = json.loads((model_dir / "kubetune-model.json").read_text())

@@ -1,10 +1,13 @@
 """`GET /api/finetune/metrics/{job_id}`: a job's train and eval loss curves.
 
-Read from the trainer pods' logs (the JSON line the trainer prints per logging step), with
+Read from the job's metric history, the ConfigMap `<job>-metrics` the operator keeps from the
+trainer's progress reports (durable, bounded: it outlives the pods and restarts). Only while
+no such record exists (a job run before it, or with the progress endpoint off) are the
+trainer pods' logs read instead (the JSON line the trainer prints per logging step), with
 the same pod log reader as `/api/finetune/logs`, every pod of the job oldest first (a
-retried job resumes in a new pod); parsed and downsampled by `kubetune_api.metric_series`.
-Same tenant rules and 404 as `/api/finetune/status/{job_id}`. A job with no pod or no line
-yet answers empty series. When no eval line was logged, the eval losses before and after
+retried job resumes in a new pod). Parsed and downsampled by `kubetune_api.metric_series`.
+Same tenant rules and 404 as `/api/finetune/status/{job_id}`. A job with no point yet
+answers empty series. When no eval point was logged, the eval losses before and after
 training the trainer reported in the status (`metrics`) are the eval series (steps 0 and
 the last step).
 """
@@ -17,7 +20,7 @@ import anyio
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from kubetune_api.deps import CurrentTenant, State, find_job
+from kubetune_api.deps import AppState, CurrentTenant, State, find_job
 from kubetune_api.metric_series import (
     MAX_POINTS,
     EvalPoint,
@@ -25,6 +28,7 @@ from kubetune_api.metric_series import (
     TrainPoint,
     downsample,
     parse_logs,
+    series_of_history,
 )
 from kubetune_api.store.errors import NotFoundError, StoreUnavailableError
 from kubetune_api.store.trainer_pods import TrainerPods
@@ -41,8 +45,9 @@ class MetricsResponse(BaseModel):
     eval: list[EvalPoint] = Field(description="One point per evaluation, by step.")
     total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
     downsampled: bool = Field(
-        description=f"True when a series had more than {MAX_POINTS} points and was thinned "
-        "(first, last and the points that shape the curve kept)."
+        description=f"True when a series had more than {MAX_POINTS} points and was thinned, "
+        "or the stored history of a long run was (first, last and the points that shape the "
+        "curve kept)."
     )
 
 
@@ -82,7 +87,18 @@ def _status_evals(rec: JobRecord, last_step: int | None) -> list[EvalPoint]:
     return out
 
 
-def build_answer(rec: JobRecord, series: MetricSeries) -> MetricsResponse:
+async def job_series(state: AppState, rec: JobRecord) -> tuple[MetricSeries, bool]:
+    """The job's series and whether the stored history was thinned: the stored history,
+    else (none stored yet) the pods' logs."""
+    store = state.require_store()
+    history = await anyio.to_thread.run_sync(store.histories.read, rec.namespace, rec.name, rec.uid)
+    if history is not None:
+        return series_of_history(history), history.thinned
+    logs = await anyio.to_thread.run_sync(read_pod_logs, store.pods, rec.namespace, rec.name)
+    return await anyio.to_thread.run_sync(parse_logs, logs), False
+
+
+def build_answer(rec: JobRecord, series: MetricSeries, thinned: bool = False) -> MetricsResponse:
     progress = rec.status.progress
     total = series.total_steps or (progress.total_steps if progress else None)
     last_step = series.train[-1].step if series.train else (progress.step if progress else None)
@@ -94,7 +110,7 @@ def build_answer(rec: JobRecord, series: MetricSeries) -> MetricsResponse:
         train=train,
         eval=evals_kept,
         total_steps=total,
-        downsampled=len(train) < len(series.train) or len(evals_kept) < len(evals),
+        downsampled=thinned or len(train) < len(series.train) or len(evals_kept) < len(evals),
     )
 
 
@@ -103,7 +119,5 @@ async def metrics(job_id: str, state: State, tenant: CurrentTenant) -> MetricsRe
     """The job's train loss, learning rate and tokens/s per logging step, and its eval
     losses, by step (long runs downsampled to at most 500 points per series)."""
     rec = await find_job(state, tenant, job_id)
-    store = state.require_store()
-    logs = await anyio.to_thread.run_sync(read_pod_logs, store.pods, rec.namespace, rec.name)
-    series = await anyio.to_thread.run_sync(parse_logs, logs)
-    return build_answer(rec, series)
+    series, thinned = await job_series(state, rec)
+    return build_answer(rec, series, thinned)

@@ -34,6 +34,7 @@ from kubetune_api.openai_models import (
     to_openai,
     to_start_request,
 )
+from kubetune_api.routes.metrics import job_series
 from kubetune_api.views import sort_newest_first
 
 router = APIRouter(prefix="/v1/fine_tuning", tags=["openai"])
@@ -116,11 +117,13 @@ async def list_events(
     after: After = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> EventList:
-    """Status transitions and Kubernetes events, newest first; plus the latest metrics."""
+    """Status transitions, Kubernetes events and one `metrics` event per logged step (train
+    and valid loss), newest first."""
     rec = await find_job(state, tenant, job_id)
     pods = state.require_store().pods
     rows = await anyio.to_thread.run_sync(gather_events, pods, rec)
-    page, has_more = _page(openai_events(rec, rows), lambda e: e.id, after, limit)
+    series, _ = await job_series(state, rec)
+    page, has_more = _page(openai_events(rec, rows, series), lambda e: e.id, after, limit)
     return EventList(data=page, has_more=has_more)
 
 
@@ -134,7 +137,8 @@ async def list_checkpoints(
 ) -> CheckpointList:
     """The stored model of a succeeded job (kubetune keeps resumable checkpoints internal)."""
     rec = await find_job(state, tenant, job_id)
-    page, has_more = _page(final_checkpoints(rec), lambda c: c.id, after, limit)
+    series = (await job_series(state, rec))[0] if rec.status.phase == "Succeeded" else None
+    page, has_more = _page(final_checkpoints(rec, series), lambda c: c.id, after, limit)
     return CheckpointList(
         data=page,
         has_more=has_more,

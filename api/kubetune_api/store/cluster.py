@@ -13,6 +13,7 @@ from kubetune_api.store.api_key_secrets import ApiKeySecrets
 from kubetune_api.store.claims import IdempotencyClaims
 from kubetune_api.store.finetunejobs import FineTuneJobs
 from kubetune_api.store.job_cache import ALL_NAMESPACES
+from kubetune_api.store.metric_histories import MetricHistories
 from kubetune_api.store.registry import ModelRegistry
 from kubetune_api.store.trainer_pods import TrainerPods
 
@@ -37,8 +38,8 @@ def make_api_client(kubeconfig: str | None, pool_size: int) -> k8s.ApiClient:
 
 @dataclass
 class ClusterStore:
-    """FineTuneJobs, idempotency claims, trainer pods, API key Secrets and the model registry
-    over one client."""
+    """FineTuneJobs, idempotency claims, trainer pods, API key Secrets, the model registry and
+    the jobs' metric histories over one client."""
 
     api_client: k8s.ApiClient
     jobs: FineTuneJobs
@@ -46,6 +47,7 @@ class ClusterStore:
     pods: TrainerPods
     api_keys: ApiKeySecrets
     registry: ModelRegistry
+    histories: MetricHistories
 
     @classmethod
     def connect(cls, settings: Settings) -> ClusterStore:
@@ -67,6 +69,7 @@ class ClusterStore:
             TrainerPods(core),
             ApiKeySecrets(core),
             ModelRegistry(k8s.CustomObjectsApi(api_client)),
+            MetricHistories(core),
         )
 
     def start(self) -> None:
