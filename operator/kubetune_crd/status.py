@@ -140,6 +140,19 @@ class ModelInfo(StatusModel):
     dataset_sha256: str | None = Field(
         default=None, description="sha256 of the training data it was trained on (lineage)."
     )
+    base_model_revision: str | None = Field(
+        default=None, description="Commit of an hf:// base model the run used (pinned)."
+    )
+    base_model_cache: Literal["hit", "miss"] | None = Field(
+        default=None,
+        description=(
+            "hf:// base model: hit (taken from the shared model cache) or miss (downloaded "
+            "into it by this run)."
+        ),
+    )
+    dataset_revision: str | None = Field(
+        default=None, description="Commit of an hf:// dataset the run used (pinned)."
+    )
 
 
 class FailureInfo(StatusModel):

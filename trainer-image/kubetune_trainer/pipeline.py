@@ -25,6 +25,7 @@ from kubetune_trainer.checkpointing import Checkpointer
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.distributed import SINGLE, Dist
 from kubetune_trainer.errors import PreemptedError, RetryableError
+from kubetune_trainer.model_cache import BaseModelPin, resolve_base_model
 from kubetune_trainer.modeling import load_model, load_tokenizer
 from kubetune_trainer.output import S3Store, StoredModel, VolumeStore
 from kubetune_trainer.parallel import model_for_saving, resolve_strategy, wrap
@@ -50,6 +51,8 @@ class Run:
     dist: Dist
     work: Path
     tracking: Tracking = field(default_factory=lambda: Tracking(None, None))
+    pin: BaseModelPin | None = None
+    """An hf:// base model's reference and commit (`cfg.base_model` is then its snapshot)."""
 
     @property
     def hp(self) -> Any:
@@ -108,8 +111,10 @@ def run_job(
     `world_size`: the processes the report plans for (default: this run's)."""
     own_work = work_dir is None
     work = work_dir or Path(tempfile.mkdtemp(prefix="kubetune-trainer-"))
-    run = Run(cfg, reporter, stop, dist, work)
     try:
+        reporter.stage("loading")
+        local_cfg, pin = resolve_base_model(cfg, work)
+        run = Run(local_cfg, reporter, stop, dist, work, pin=pin)
         tokenizer = _load_tokenizer(run)
         plan = _prepare_data(run, tokenizer, world_size or dist.world_size)
         if validate_only:
@@ -187,7 +192,7 @@ def _already_stored(run: Run, existing: StoredModel) -> TrainerResult:
     return TrainerResult(
         outcome="succeeded",
         message=f"model already stored by this job at {existing.uri}",
-        model=model_info(run.cfg, existing),
+        model=model_info(run.cfg, existing, run.pin),
         metrics=Metrics.model_validate(existing.manifest.get("metrics") or {}),
         samples=evaluation.fit_samples(
             [Sample.model_validate(s) for s in existing.manifest.get("samples") or []]
@@ -329,6 +334,7 @@ def _save(
         run.work,
         final.samples,
         run.tracking.close_files(final.metrics, state.step),
+        run.pin,
     )
     shutil.rmtree(run.cfg.checkpoint_dir, ignore_errors=True)
     return stored, final
@@ -367,7 +373,7 @@ def _result(
     if metrics.champion_bits_per_byte is not None:
         bpb += f" (current model {_fmt(metrics.champion_bits_per_byte)})"
     note = f"; {final.note}" if final.note else ""
-    model = model_info(run.cfg, stored) if stored is not None else None
+    model = model_info(run.cfg, stored, run.pin) if stored is not None else None
     tracking = run.tracking.finish(model.uri if model else None, metrics, state.step)
     if tracking is not None and tracking.error:
         note += f"; tracking stopped ({tracking.error})"

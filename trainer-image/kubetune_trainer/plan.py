@@ -72,7 +72,7 @@ def prepare_data(
     spec = cfg.spec
     hp = spec.hyperparameters
     fetched = fetch_dataset(spec.dataset.url, cfg.data_root, work_dir)
-    table = load_table(fetched.path, spec.dataset.url, spec.dataset)
+    table = load_table(fetched.path, fetched.uri, spec.dataset)
     train_rows, held_rows = split_rows(table.rows, spec.dataset.validation_split, hp.seed)
     train = encode_rows(tokenizer, table.kind, train_rows, hp.max_seq_length)
     held = encode_rows(tokenizer, table.kind, held_rows, hp.max_seq_length)
