@@ -37,7 +37,7 @@ class HubFileData:
 
     @property
     def blob_id(self) -> str:
-        return hashlib.sha1(f"blob {len(self.data)}\0".encode() + self.data).hexdigest()  # noqa: S324
+        return hashlib.sha1(f"blob {len(self.data)}\0".encode() + self.data).hexdigest()
 
     @property
     def sha256(self) -> str:
@@ -53,7 +53,7 @@ class HubRepo:
 
     @property
     def commit(self) -> str:
-        digest = hashlib.sha1(self.repo_id.encode())  # noqa: S324 - a fake commit id
+        digest = hashlib.sha1(self.repo_id.encode())
         for name in sorted(self.files):
             digest.update(name.encode() + self.files[name].blob_id.encode())
         return digest.hexdigest()
@@ -62,7 +62,7 @@ class HubRepo:
 @dataclass
 class HubState:
     repos: dict[tuple[str, str], HubRepo] = field(default_factory=dict)
-    token: str = "hf_test_token_0123456789"  # noqa: S105 - the test server's own token
+    token: str = "hf_test_token_0123456789"
     bytes_per_second: float | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,7 +70,9 @@ class HubState:
     def downloads(self, fragment: str = "") -> list[str]:
         """Paths of the file bodies served (GET .../resolve/...) containing `fragment`."""
         with self.lock:
-            return [p for m, p in self.requests if m == "GET" and "/resolve/" in p and fragment in p]
+            return [
+                p for m, p in self.requests if m == "GET" and "/resolve/" in p and fragment in p
+            ]
 
 
 class HubServer:
@@ -96,7 +98,9 @@ class HubServer:
         self, repo_type: str, repo_id: str, directory: Path, *, gated: bool = False
     ) -> HubRepo:
         files = {
-            p.relative_to(directory).as_posix(): HubFileData(p.read_bytes(), p.suffix in LFS_SUFFIXES)
+            p.relative_to(directory).as_posix(): HubFileData(
+                p.read_bytes(), p.suffix in LFS_SUFFIXES
+            )
             for p in sorted(directory.rglob("*"))
             if p.is_file()
         }
