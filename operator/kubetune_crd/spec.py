@@ -25,8 +25,13 @@ from kubetune_crd.promotion import EvaluationSpec, PromotionSpec
 from kubetune_crd.tracking import TrackingSpec
 
 # Catalog alias (`phi`), Hub model (`hf://org/name[@revision]`), Hugging Face id
-# (`microsoft/phi-2`) or a path on a mounted volume. Only an hf:// reference holds a ':'.
-MODEL_REF = rf"^({HUB_MODEL_PATTERN}|[A-Za-z0-9][A-Za-z0-9._/@+-]*)$"
+# (`microsoft/phi-2`) or a path on a mounted volume. The plain form may not start with `hf:`
+# (spelled out for RE2, which has no look-ahead), so a malformed hf:// reference matches nothing.
+_PLAIN_MODEL = (
+    r"(?:[A-Za-gi-z0-9]|h(?:$|[A-Za-eg-z0-9._/:@+-])|hf(?:$|[A-Za-z0-9._/@+-]))"
+    r"[A-Za-z0-9._/:@+-]*"
+)
+MODEL_REF = rf"^({HUB_MODEL_PATTERN}|{_PLAIN_MODEL})$"
 DATASET_URL = (
     r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https://[^\s]+|"
     rf"{HUB_DATASET_PATTERN}|[^\s:]+)$"

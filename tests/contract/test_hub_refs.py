@@ -61,6 +61,8 @@ def test_spec_refuses_a_dataset_repo_as_model_and_bad_hub_urls() -> None:
         }
     )
     assert spec.hub is not None and spec.hub.token_secret_ref is not None
-    # Only an hf:// reference may hold a ':' (a malformed one cannot pass as a plain id).
-    assert not re.match(MODEL_REF, "hf://a/b/c")
-    assert not re.match(MODEL_REF, "pvc://claim/model")
+    # A malformed hf:// reference cannot pass as a plain id or path (the CRD refuses it).
+    for bad in ("hf://a/b/c", "hf:/a/b", "hf:a"):
+        assert not re.match(MODEL_REF, bad)
+    for plain in ("h", "hf", "hfx", "org/m@rev:x", "microsoft/phi-2"):
+        assert re.match(MODEL_REF, plain)
