@@ -208,6 +208,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def cache_root(cfg: TrainerRunConfig, work: Path) -> Path:
+    """The shared cache the operator named, else a directory of this run only."""
+    return Path(cfg.model_cache_dir) if cfg.model_cache_dir else work / "hub-cache"
+
+
+def local_model(ref: str, cfg: TrainerRunConfig, work: Path) -> str:
+    """A loadable path for `ref`: an hf:// model's cached snapshot, anything else as is."""
+    if not is_hub_ref(ref):
+        return ref
+    try:
+        parsed = parse_hub_ref(ref, "model")
+    except HubRefError as exc:
+        raise BadInputError(f"base model: {exc}") from None
+    return str(fetch_model(parsed, cache_root(cfg, work)).path)
+
+
 @dataclass(frozen=True)
 class BaseModelPin:
     """An hf:// base model as the run used it: the reference, its commit, cache hit or miss."""
@@ -228,8 +244,7 @@ def resolve_base_model(
         ref = parse_hub_ref(cfg.base_model, "model")
     except HubRefError as exc:
         raise BadInputError(f"base model: {exc}") from None
-    root = Path(cfg.model_cache_dir) if cfg.model_cache_dir else work / "hub-cache"
-    cached = fetch_model(ref, root)
+    cached = fetch_model(ref, cache_root(cfg, work))
     log.info(
         "base model %s: commit %s, model cache %s", cfg.base_model, cached.commit, cached.cache
     )

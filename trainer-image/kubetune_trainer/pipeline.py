@@ -112,7 +112,7 @@ def run_job(
     own_work = work_dir is None
     work = work_dir or Path(tempfile.mkdtemp(prefix="kubetune-trainer-"))
     try:
-        reporter.stage("loading")
+        reporter.stage("loading")  # an hf:// base model is fetched (or found cached) first
         local_cfg, pin = resolve_base_model(cfg, work)
         run = Run(local_cfg, reporter, stop, dist, work, pin=pin)
         tokenizer = _load_tokenizer(run)
@@ -126,7 +126,6 @@ def run_job(
 
 
 def _load_tokenizer(run: Run) -> Any:
-    run.reporter.stage("loading")
     tokenizer = load_tokenizer(run.cfg.base_model)
     run.stop.check("loading")
     return tokenizer
@@ -377,7 +376,9 @@ def _result(
     tracking = run.tracking.finish(model.uri if model else None, metrics, state.step)
     if tracking is not None and tracking.error:
         note += f"; tracking stopped ({tracking.error})"
-    promotion = promote(run.cfg, model, metrics) if model is not None else None
+    # The alias pointer names the base model as asked (hf://...), not its cache snapshot.
+    asked = run.cfg.model_copy(update={"base_model": run.pin.ref}) if run.pin else run.cfg
+    promotion = promote(asked, model, metrics) if model is not None else None
     if promotion is not None:
         verdict = "promoted to" if promotion.promoted else "not promoted to"
         note += f"; {verdict} {promotion.alias}"
