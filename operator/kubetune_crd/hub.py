@@ -20,7 +20,7 @@ DATASETS_PREFIX = "datasets/"
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _REPO = rf"{_SEGMENT}/{_SEGMENT}"
 _REVISION = r"@[A-Za-z0-9._%-]{1,255}"
-_PATH = r"(/[A-Za-z0-9._-]{1,255}){1,16}"
+_PATH = r"(/[A-Za-z0-9._-]+)+"  # no nested counts: Go regexp (the apiserver) caps them
 
 HUB_MODEL_PATTERN = rf"hf://{_REPO}({_REVISION})?"
 """A model repo on the Hub (no regex anchors: spec.py combines it with other forms)."""
