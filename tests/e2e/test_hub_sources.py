@@ -36,7 +36,13 @@ def test_two_jobs_on_one_hub_model_download_it_once(
     try:
         gated = hub.add_repo("model", MODEL, tiny_model, gated=True)
         data = hub.add_repo("dataset", "kubetune/frigo", dataset)
-        create_claims(stack.cluster.kubeconfig, stack.namespace, (CACHE_CLAIM,), wait_bound=60)
+        create_claims(stack.cluster.kubeconfig, stack.namespace, (CACHE_CLAIM,), wait_bound=0)
+
+        def bound() -> bool:
+            pvc = stack.core.read_namespaced_persistent_volume_claim(CACHE_CLAIM, stack.namespace)
+            return pvc.status.phase == "Bound"
+
+        stack.wait(bound, 60, f"claim {CACHE_CLAIM} to be Bound")
         stack.core.create_namespaced_secret(
             stack.namespace,
             client.V1Secret(
