@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from kubetune_crd import names
+from kubetune_crd.alias_pointer import read_pointer
 from kubetune_crd.hub import parse_hub_ref
 from kubetune_crd.trainer_contract import ExitCode
 from kubetune_trainer.errors import BadInputError, RetryableError
@@ -120,11 +121,27 @@ def test_trainer_loads_gated_model_and_dataset_from_the_hub_and_pins_them(
     model_files = len(hub.state.downloads(f"/{GATED}/resolve/"))
     assert model_files == len(gated.files)
 
-    second = run_trainer(_hub_config(make_config, cache, f"hf://{GATED}", "hub-b"), env=env)
+    # The second job promotes to an alias whose current model is the first one: the champion's
+    # hf:// base model loads from the cache too, and the pointer names the model as asked.
+    config = _hub_config(make_config, cache, f"hf://{GATED}", "hub-b")
+    config["spec"]["promotion"] = {"alias": "frigo", "policy": "always"}
+    config["pointerRoot"] = str(tmp_path)
+    config["champion"] = {
+        "alias": "frigo",
+        "name": "hub-hub-a",
+        "path": str(tmp_path / "models" / "hub-hub-a"),
+        "format": "peft-lora",
+        "baseModel": f"hf://{GATED}",
+    }
+    second = run_trainer(config, env=env)
     assert second.proc.returncode == ExitCode.SUCCESS, second.stderr()
-    assert second.result()["model"]["baseModelCache"] == "hit"
-    assert second.result()["model"]["baseModelRevision"] == gated.commit
+    result = second.result()
+    assert result["model"]["baseModelCache"] == "hit"
+    assert result["model"]["baseModelRevision"] == gated.commit
+    assert result["metrics"]["championBitsPerByte"] > 0, result["message"]
     assert len(hub.state.downloads(f"/{GATED}/resolve/")) == model_files  # nothing downloaded
+    pointer = read_pointer(tmp_path / "aliases" / "frigo.json")
+    assert pointer is not None and pointer.base_model == f"hf://{GATED}"
     assert hub.state.token not in _outputs(second)
 
 
