@@ -75,6 +75,15 @@ FIELDS: tuple[RequestField, ...] = (
         kind="secret",
         description="Secret (in your namespace) with S3 credentials for an s3:// dataset.",
     ),
+    RequestField(
+        "hub_token_secret",
+        ("hub", "token_secret_ref"),
+        kind="secret",
+        description=(
+            "Secret (in your namespace) whose HF_TOKEN key holds a Hugging Face token, for "
+            "gated or private hf:// models and datasets."
+        ),
+    ),
     RequestField("method", ("method", "type")),
     RequestField("objective", ("method", "objective")),
     RequestField("dpo_beta", ("method", "dpo", "beta")),

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kubetune_crd.catalog import Catalog
+from kubetune_crd.hub import HubRefError, is_hub_ref, parse_hub_ref
 from kubetune_crd.names import (
     ANNOTATION_IDEMPOTENCY_KEY,
     ANNOTATION_JOB_ID,
@@ -68,13 +69,22 @@ def check_idempotency_key(key: str | None) -> str | None:
 
 
 def check_model(model: str, catalog: Catalog, settings: Settings, field: str = "model") -> None:
+    """A catalog alias; an hf://org/name[@revision] Hub model (unless the API turns them
+    off); anything else only with allow_uncataloged_models."""
     if model in catalog.models:
+        return
+    if is_hub_ref(model) and settings.allow_hub_models:
+        try:
+            parse_hub_ref(model, "model")
+        except HubRefError as exc:
+            raise FieldError(field, str(exc), model) from None
         return
     if settings.allow_uncataloged_models:
         return
     raise FieldError(
         field,
-        f"unknown model {model!r}: supported models are {', '.join(catalog.aliases)}",
+        f"unknown model {model!r}: supported models are {', '.join(catalog.aliases)}"
+        + (" or hf://org/name[@revision]" if settings.allow_hub_models else ""),
         model,
     )
 

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
         default=False,
         description="Accept Hugging Face ids / paths that are not catalog aliases.",
     )
+    allow_hub_models: bool = Field(
+        default=True,
+        description="Accept hf://org/name[@revision] models (the Hub) besides catalog aliases.",
+    )
     data_root: str = Field(
         default=DATA_MOUNT,
         validation_alias=_shared("DATA_ROOT"),

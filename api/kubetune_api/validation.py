@@ -1,7 +1,9 @@
 """Dataset URL checks: what the API lets the trainer fetch.
 
 Accepted: `https://host/...` (host resolving only to public addresses), `s3://bucket/key`,
-and paths relative to the data root (or absolute paths inside it, stored relative). Rejected:
+`hf://datasets/org/name[@revision][/path]` (the Hub: the operator's endpoint, checked by
+the trainer), and paths relative to the data root (or absolute paths inside it, stored
+relative). Rejected:
 any other scheme, `..` segments (also percent-encoded), credentials in URLs, hosts that are
 or resolve to loopback, private, link-local, metadata, multicast or reserved addresses,
 and files whose format is neither csv nor jsonl.
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from kubetune_crd.hub import HubRefError, parse_hub_ref
+
 SUPPORTED_FORMATS = ("csv", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl"}
 
@@ -35,7 +39,7 @@ _METADATA_NETWORKS = (
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS IPv6
 )
 
-Kind = Literal["path", "https", "s3"]
+Kind = Literal["path", "https", "s3", "hub"]
 
 
 class DatasetURLError(ValueError):
@@ -93,9 +97,11 @@ def parse_dataset_url(url: str, *, data_root: str, dataset_format: str = "auto")
             return _parse_https(url, dataset_format)
         if scheme == "s3":
             return _parse_s3(url, dataset_format)
+        if scheme == "hf":
+            return _parse_hub(url, dataset_format)
         raise DatasetURLError(
-            f"dataset URL scheme {scheme or '(none)'!r} is not allowed: use https://, s3:// "
-            "or a path relative to the data root"
+            f"dataset URL scheme {scheme or '(none)'!r} is not allowed: use https://, s3://, "
+            "hf://datasets/org/name[@revision][/path] or a path relative to the data root"
         )
     return _parse_path(url, data_root, dataset_format)
 
@@ -134,6 +140,20 @@ def _parse_s3(url: str, dataset_format: str) -> ParsedDataset:
         raise DatasetURLError("s3 dataset URL must not have a query or fragment")
     fmt = _format_of(key, dataset_format)
     return ParsedDataset(url=url, kind="s3", format=fmt)
+
+
+def _parse_hub(url: str, dataset_format: str) -> ParsedDataset:
+    """hf://datasets/org/name[@revision][/path]: without a path the trainer picks the repo's
+    train split file, so the format may stay `auto` (the file's extension decides later)."""
+    try:
+        ref = parse_hub_ref(url, "dataset")
+    except HubRefError as exc:
+        raise DatasetURLError(str(exc)) from None
+    if ref.path is None:
+        fmt = dataset_format if dataset_format in SUPPORTED_FORMATS else "auto"
+    else:
+        fmt = _format_of(ref.path, dataset_format)
+    return ParsedDataset(url=url, kind="hub", format=fmt)
 
 
 def _parse_path(url: str, data_root: str, dataset_format: str) -> ParsedDataset:

@@ -277,3 +277,23 @@ def manual_job_name(schedule: str, when: datetime) -> str:
 OUT_OF_MEMORY_MARKERS = ("out of memory", "outofmemoryerror", "cuda oom")
 """A failed trainer whose message holds one of these (lower-cased) ran out of memory: the
 trainer starts its out-of-memory messages with the first, the operator reports OutOfMemory."""
+
+
+# --- Hugging Face Hub sources and the shared model cache (operator env -> trainer) ------------
+ENV_HF_TOKEN = "HF_TOKEN"  # noqa: S105 - a variable name (huggingface_hub's own)
+"""Filled from the key of the same name in spec.hub.tokenSecretRef's Secret (valueFrom)."""
+HF_TOKEN_SECRET_KEY = "HF_TOKEN"  # noqa: S105 - a key name
+ENV_HF_ENDPOINT = "HF_ENDPOINT"
+"""huggingface_hub's endpoint override (a mirror); the trainer checks its address first."""
+ENV_HUB_ALLOW_INTERNAL = "KUBETUNE_HUB_ALLOW_INTERNAL"
+""""true": the endpoint may be a loopback or private address (an in-cluster mirror, tests);
+link-local and metadata addresses are refused whatever it says."""
+VOLUME_MODEL_CACHE = "model-cache"
+MODEL_CACHE_MOUNT = "/var/lib/kubetune/model-cache"
+"""The shared model cache claim, when the operator has one (KUBETUNE_MODEL_CACHE_CLAIM)."""
+DEFAULT_MODEL_CACHE_DIR = f"{MODELS_MOUNT}/.cache/kubetune-hub"
+"""Without a cache claim, hf:// models are cached on the models volume instead."""
+MODEL_CACHE_MARKER = ".kubetune-complete.json"
+"""Written last into a cached model revision: without it the directory is never used."""
+CACHE_HIT = "hit"
+CACHE_MISS = "miss"

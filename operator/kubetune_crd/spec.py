@@ -10,16 +10,32 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubetune_crd import names
 from kubetune_crd.base import DNS_LABEL, CamelModel, SecretRef
+from kubetune_crd.hub import (
+    HUB_DATASET_PATTERN,
+    HUB_MODEL_PATTERN,
+    HubRefError,
+    is_hub_ref,
+    parse_hub_ref,
+)
 from kubetune_crd.promotion import EvaluationSpec, PromotionSpec
 from kubetune_crd.tracking import TrackingSpec
 
-# Catalog alias (`phi`), Hugging Face id (`microsoft/phi-2`) or a path on a mounted volume.
-MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
-DATASET_URL = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https://[^\s]+|[^\s:]+)$"
+# Catalog alias (`phi`), Hub model (`hf://org/name[@revision]`), Hugging Face id
+# (`microsoft/phi-2`) or a path on a mounted volume. The plain form may not start with `hf:`
+# (spelled out for RE2, which has no look-ahead), so a malformed hf:// reference matches nothing.
+_PLAIN_MODEL = (
+    r"(?:[A-Za-gi-z0-9]|h(?:$|[A-Za-eg-z0-9._/:@+-])|hf(?:$|[A-Za-z0-9._/@+-]))"
+    r"[A-Za-z0-9._/:@+-]*"
+)
+MODEL_REF = rf"^({HUB_MODEL_PATTERN}|{_PLAIN_MODEL})$"
+DATASET_URL = (
+    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https://[^\s]+|"
+    rf"{HUB_DATASET_PATTERN}|[^\s:]+)$"
+)
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
@@ -39,7 +55,9 @@ class DatasetSpec(CamelModel):
             pattern=DATASET_URL,
             description=(
                 "Dataset location: a path relative to the data volume (data/train.csv), "
-                "an https:// URL, or an s3://bucket/key URI."
+                "an https:// URL, an s3://bucket/key URI, or a Hugging Face dataset "
+                "hf://datasets/org/name[@revision][/path/in/repo] (no path: the repo's "
+                "train split file)."
             ),
         ),
     ]
@@ -92,6 +110,16 @@ class DatasetSpec(CamelModel):
             "AWS_ENDPOINT_URL, AWS_REGION) for an s3:// dataset."
         ),
     )
+
+    @field_validator("url")
+    @classmethod
+    def _hub_dataset(cls, url: str) -> str:
+        if is_hub_ref(url):
+            try:
+                parse_hub_ref(url, "dataset")
+            except HubRefError as exc:
+                raise ValueError(str(exc)) from None
+        return url
 
 
 class LoraSpec(CamelModel):
@@ -323,6 +351,18 @@ class CheckpointSpec(CamelModel):
     keep: int = Field(default=2, ge=1, le=100, description="Complete checkpoints to keep.")
 
 
+class HubSpec(CamelModel):
+    """Access to the Hugging Face Hub for hf:// models and datasets."""
+
+    token_secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            f"Secret whose {names.HF_TOKEN_SECRET_KEY} key holds a Hugging Face token (gated "
+            "or private repos); it reaches the trainer as an environment variable only."
+        ),
+    )
+
+
 class FineTuneJobSpec(CamelModel):
     """A request to fine-tune a language model on a dataset."""
 
@@ -330,7 +370,11 @@ class FineTuneJobSpec(CamelModel):
         min_length=1,
         max_length=256,
         pattern=MODEL_REF,
-        description="Catalog alias (phi, mistral, tiny...), Hugging Face model id, or path.",
+        description=(
+            "Catalog alias (phi, mistral, tiny...), a Hub model hf://org/name[@revision] "
+            "(downloaded once into the shared model cache, its commit pinned in the model's "
+            "manifest), a Hugging Face model id, or a path."
+        ),
     )
     dataset: DatasetSpec = Field(description="The training data.")
     method: MethodSpec = Field(default_factory=MethodSpec, description="lora or full.")
@@ -362,6 +406,9 @@ class FineTuneJobSpec(CamelModel):
     tracking: TrackingSpec | None = Field(
         default=None, description="Experiment tracking: MLflow, TensorBoard event files."
     )
+    hub: HubSpec | None = Field(
+        default=None, description="Hugging Face Hub access (a token Secret) for hf:// sources."
+    )
     deadline_seconds: int = Field(
         default=86400,
         ge=60,
@@ -375,3 +422,13 @@ class FineTuneJobSpec(CamelModel):
         default=False,
         description="Set to true to stop the job; the resource is kept with phase Cancelled.",
     )
+
+    @field_validator("model")
+    @classmethod
+    def _hub_model(cls, model: str) -> str:
+        if is_hub_ref(model):
+            try:
+                parse_hub_ref(model, "model")
+            except HubRefError as exc:
+                raise ValueError(str(exc)) from None
+        return model

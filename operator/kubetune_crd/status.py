@@ -184,6 +184,19 @@ class ModelInfo(StatusModel):
         pattern=SHA256_PATTERN,
         description="sha256 of the model's kubetune-model.json, which lists every file's sha256.",
     )
+    base_model_revision: str | None = Field(
+        default=None, description="Commit of an hf:// base model the run used (pinned)."
+    )
+    base_model_cache: Literal["hit", "miss"] | None = Field(
+        default=None,
+        description=(
+            "hf:// base model: hit (taken from the shared model cache) or miss (downloaded "
+            "into it by this run)."
+        ),
+    )
+    dataset_revision: str | None = Field(
+        default=None, description="Commit of an hf:// dataset the run used (pinned)."
+    )
 
 
 class FailureInfo(StatusModel):

@@ -79,6 +79,13 @@ class TrainerRunConfig(CamelModel):
         default=None, description="s3://bucket/prefix; the model goes under it."
     )
     checkpoint_dir: str = Field(description="Where checkpoints of this job live (resumable).")
+    model_cache_dir: str | None = Field(
+        default=None,
+        description=(
+            "Shared model cache root for hf:// base models (each revision downloaded once); "
+            "unset: a directory of this run only."
+        ),
+    )
     progress_url: str | None = Field(default=None, description="Operator progress endpoint.")
     progress_token_path: str | None = Field(
         default=None, description="Projected service-account token for the progress endpoint."

@@ -8,8 +8,9 @@ process never share counters), handed to both reconcilers, which count where the
   counters move exactly like `status.runCount`, `skippedCount` and `missedCount` (a pass retried
   after a conflict counts once); only the runs this operator creates count, not the API's
   "run now";
-- the FineTuneJob reconciler when it creates a FineTuneJob's Job (an adopted one is not new)
-  and when a status write changes the phase.
+- the FineTuneJob reconciler when it creates a FineTuneJob's Job (an adopted one is not new),
+  when a status write changes the phase, and when a written status first reports an hf://
+  base model's cache lookup (with its ModelCacheHit / ModelCacheMiss Event).
 
 Counters restart at 0 with the process, as Prometheus expects (`rate`, `increase`).
 """
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from kubetune_operator.kube_objects import Key
 from kubetune_operator.schedule_slots import Decision
+from kubetune_operator.transitions import CACHE_REASONS, Transition
 
 PHASES: tuple[str, ...] = get_args(Phase)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -64,6 +66,15 @@ class OperatorMetrics:
         )
         for phase in PHASES:  # every phase exported from the start, at 0
             self.phase_transitions.labels(phase)
+        self.model_cache_lookups = Counter(
+            "kubetune_model_cache_lookups",
+            "hf:// base models of finished FineTuneJobs: taken from the shared model cache "
+            "(hit) or downloaded into it (miss)",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in CACHE_REASONS:
+            self.model_cache_lookups.labels(result)
 
     # --- counted by the reconcilers -------------------------------------------------------------
 
@@ -86,6 +97,13 @@ class OperatorMetrics:
         """A status write that changes the phase from `previous` to `phase`."""
         if phase is not None and phase != previous:
             self.phase_transitions.labels(phase).inc()
+
+    def transitions_posted(self, transitions: list[Transition]) -> None:
+        """The Events of one status write: model cache hits and misses are counted."""
+        for result, reason in CACHE_REASONS.items():
+            hits = sum(1 for t in transitions if t.reason == reason)
+            if hits:
+                self.model_cache_lookups.labels(result).inc(hits)
 
     # --- served ----------------------------------------------------------------------------------
 

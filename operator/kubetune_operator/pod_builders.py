@@ -15,7 +15,7 @@ from kubetune_crd.resource import FineTuneJob
 from kubetune_crd.trainer_contract import PROGRESS_AUDIENCE, TERMINATION_MESSAGE_PATH
 
 from kubetune_operator.gang_builders import gang_service_name
-from kubetune_operator.run_plan import RunPlan, is_volume_path
+from kubetune_operator.run_plan import RunPlan, is_volume_path, uses_model_cache
 from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.trainer_env import trainer_env
 
@@ -97,7 +97,8 @@ def _progress_token_volume() -> Manifest:
 def make_volumes(
     ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings
 ) -> tuple[list[Manifest], list[Manifest]]:
-    """(pod volumes, container mounts): models claim, emptyDirs, data, output, token."""
+    """(pod volumes, container mounts): models claim, emptyDirs, data, model cache, output,
+    token."""
     volumes = [
         claim_volume(names.VOLUME_MODELS, settings.models_claim),
         {"name": names.VOLUME_TMP, "emptyDir": {}},
@@ -113,6 +114,9 @@ def make_volumes(
     if is_volume_path(ftj.spec.dataset.url):
         volumes.append(claim_volume(names.VOLUME_DATA, settings.data_claim, read_only=True))
         mounts.append(mount(names.VOLUME_DATA, names.DATA_MOUNT, read_only=True))
+    if settings.model_cache_claim and uses_model_cache(plan):
+        volumes.append(claim_volume(names.VOLUME_MODEL_CACHE, settings.model_cache_claim))
+        mounts.append(mount(names.VOLUME_MODEL_CACHE, names.MODEL_CACHE_MOUNT))
     if plan.output_claim:
         volumes.append(claim_volume(names.VOLUME_OUTPUT, plan.output_claim))
         mounts.append(mount(names.VOLUME_OUTPUT, names.OUTPUT_MOUNT))

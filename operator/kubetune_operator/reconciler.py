@@ -255,6 +255,7 @@ class Reconciler:
             raise
         self.cache.store_ftj(updated)
         self.metrics.phase_written((obj.get("status") or {}).get("phase"), new.get("phase"))
+        self.metrics.transitions_posted(transitions)
         if transitions:
             # Events are best effort: posted in the background, never holding a worker.
             task = asyncio.create_task(

@@ -25,7 +25,7 @@ from kubetune_operator.capabilities import ServerCapabilities
 from kubetune_operator.create_error import CreateError
 from kubetune_operator.kube import ApiError, KubeClient, pvc_path
 from kubetune_operator.kube_objects import Obj
-from kubetune_operator.run_plan import RunPlan, Topology, is_volume_path
+from kubetune_operator.run_plan import RunPlan, Topology, is_volume_path, uses_model_cache
 from kubetune_operator.settings import OperatorSettings
 
 INDEXED_JOBS_UNSUPPORTED = "IndexedJobsUnsupported"
@@ -76,6 +76,8 @@ def claims_of(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> li
         uses.append(ClaimUse(plan.output_claim, "the model and its checkpoints", writable=True))
     if is_volume_path(ftj.spec.dataset.url):
         uses.append(ClaimUse(settings.data_claim, "the dataset", writable=False))
+    if settings.model_cache_claim and uses_model_cache(plan):
+        uses.append(ClaimUse(settings.model_cache_claim, "the shared model cache", writable=True))
     return uses
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kubetune_crd import names
 from kubetune_crd.catalog import Catalog
+from kubetune_crd.hub import is_hub_ref
 from kubetune_crd.resource import FineTuneJob
 from kubetune_crd.spec import OutputSpec, PvcOutput
 from kubetune_crd.status import ModelInfo
@@ -137,6 +138,9 @@ def plan_for(
         output_dir=place.output_dir,
         output_uri=place.output_uri,
         checkpoint_dir=place.checkpoint_dir,
+        model_cache_dir=(
+            names.MODEL_CACHE_MOUNT if settings.model_cache_claim else names.DEFAULT_MODEL_CACHE_DIR
+        ),
         pointer_root=place.pointer_root,
         progress_url=progress_url,
         progress_token_path=f"{names.TOKEN_DIR}/{names.TOKEN_FILE}" if progress_url else None,
@@ -158,5 +162,15 @@ def uses_s3(ftj: FineTuneJob, plan: RunPlan) -> bool:
 
 
 def is_volume_path(url: str) -> bool:
-    """True for a dataset URL that is a path on the data volume (not https:// or s3://)."""
-    return not (url.startswith("https://") or url.startswith("s3://"))
+    """True for a dataset URL that is a path on the data volume (not https://, s3:// or hf://)."""
+    return not (url.startswith(("https://", "s3://")) or is_hub_ref(url))
+
+
+def uses_hub(ftj: FineTuneJob, plan: RunPlan) -> bool:
+    """Whether the trainer talks to the Hugging Face Hub (an hf:// base model or dataset)."""
+    return is_hub_ref(plan.run_config.base_model) or is_hub_ref(ftj.spec.dataset.url)
+
+
+def uses_model_cache(plan: RunPlan) -> bool:
+    """Whether the base model goes through the shared model cache (an hf:// model)."""
+    return is_hub_ref(plan.run_config.base_model)

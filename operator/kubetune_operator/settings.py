@@ -100,6 +100,31 @@ class OperatorSettings(BaseSettings):
         description="AWS_REGION likewise (the spec's region, then the Secret's key, win).",
     )
 
+    # --- the Hugging Face Hub (hf:// models and datasets) ----------------------------------
+    hf_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s?#@]+$",
+        description=(
+            "HF_ENDPOINT given to trainers (a Hub mirror); unset: huggingface.co. The trainer "
+            "refuses it unless it resolves to public addresses (see hf_endpoint_allow_internal)."
+        ),
+    )
+    hf_endpoint_allow_internal: bool = Field(
+        default=False,
+        description=(
+            "Let the Hub endpoint be http:// on a loopback or private address (an in-cluster "
+            "mirror; the local test cluster); link-local and metadata addresses stay refused."
+        ),
+    )
+    model_cache_claim: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        description=(
+            "PVC (per namespace) of the shared model cache, mounted into trainers of hf:// "
+            "models; unset: the cache lives on the models claim."
+        ),
+    )
+
     # --- volumes -----------------------------------------------------------------------------
     models_claim: str = Field(default="kubetune-models", description="Models PVC (per namespace).")
     data_claim: str = Field(
@@ -204,6 +229,8 @@ class OperatorSettings(BaseSettings):
         "default_queue_name",
         "s3_endpoint_url",
         "s3_region",
+        "hf_endpoint",
+        "model_cache_claim",
         mode="before",
     )
     @classmethod

@@ -9,6 +9,9 @@
   different dataset Secret gives DATASET_AWS_* (a dataset Secret alone gives AWS_*).
 - MLflow credentials (spec.tracking.mlflow.credentialsSecretRef): each of MLflow's own
   MLFLOW_TRACKING_* keys the Secret holds, optional, never in the run config.
+- The Hub (an hf:// model or dataset): HF_TOKEN from spec.hub.tokenSecretRef's Secret (its
+  HF_TOKEN key, valueFrom: the token is in no object the operator writes), the operator's
+  HF_ENDPOINT and whether that may be an internal address.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from kubetune_crd.trainer_contract import RUN_CONFIG_ENV
 
 from kubetune_operator.gang_builders import master_address
 from kubetune_operator.pod_readers import COMPLETION_INDEX_ANNOTATION
-from kubetune_operator.run_plan import RunPlan, uses_s3
+from kubetune_operator.run_plan import RunPlan, uses_hub, uses_s3
 from kubetune_operator.settings import OperatorSettings
 
 EnvVar = dict[str, Any]
@@ -36,6 +39,7 @@ def trainer_env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> 
         *distributed_env(ftj, plan, settings),
         *s3_env(ftj, plan, settings),
         *tracking_env(ftj),
+        *hub_env(ftj, plan, settings),
     ]
 
 
@@ -151,3 +155,18 @@ def tracking_env(ftj: FineTuneJob) -> list[EnvVar]:
     if ref is None:
         return []
     return [_secret_env(key, ref.name, key, True) for key in MLFLOW_SECRET_KEYS]
+
+
+def hub_env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> list[EnvVar]:
+    """The Hub's endpoint and token for a trainer that uses hf:// sources."""
+    if not uses_hub(ftj, plan):
+        return []
+    env: list[EnvVar] = [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+    if settings.hf_endpoint:
+        env.append({"name": names.ENV_HF_ENDPOINT, "value": settings.hf_endpoint})
+        allow = "true" if settings.hf_endpoint_allow_internal else "false"
+        env.append({"name": names.ENV_HUB_ALLOW_INTERNAL, "value": allow})
+    ref = ftj.spec.hub.token_secret_ref if ftj.spec.hub else None
+    if ref is not None:
+        env.append(_secret_env(names.ENV_HF_TOKEN, ref.name, names.HF_TOKEN_SECRET_KEY, False))
+    return env

@@ -2,7 +2,8 @@
 
 `kubectl describe ftj` shows them: JobCreated, each Pending reason as it changes (Warnings
 for Unschedulable, ImagePull, WaitingForRetry), Running (again on each new attempt) and
-the final phase, and the spec.promotion decision (Promoted / NotPromoted).
+the final phase, the spec.promotion decision (Promoted / NotPromoted) and, for an hf://
+base model, its model cache lookup (ModelCacheHit / ModelCacheMiss).
 """
 
 from __future__ import annotations
@@ -39,7 +40,30 @@ def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transit
         out.append(phase_event)
     if new.promotion is not None and prev.promotion is None:
         out.append(decision_transition(new.promotion))
+    cache = cache_transition(prev, new)
+    if cache is not None:
+        out.append(cache)
     return out
+
+
+CACHE_REASONS = {"hit": "ModelCacheHit", "miss": "ModelCacheMiss"}
+"""Event reasons of an hf:// base model's cache lookup (the operator's metric counts them)."""
+
+
+def cache_transition(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> Transition | None:
+    """The first status that reports an hf:// base model's cache lookup: hit or miss."""
+    model = new.model
+    if model is None or model.base_model_cache is None:
+        return None
+    if prev.model is not None and prev.model.base_model_cache is not None:
+        return None
+    how = (
+        "taken from the shared model cache"
+        if model.base_model_cache == "hit"
+        else "downloaded into the shared model cache"
+    )
+    message = f"base model {model.base_model} (commit {model.base_model_revision}) {how}"
+    return Transition("Normal", CACHE_REASONS[model.base_model_cache], message)
 
 
 def decision_transition(outcome: PromotionOutcome) -> Transition:

@@ -35,6 +35,7 @@ from kubetune_crd.status import Metrics, Sample
 from kubetune_crd.trainer_contract import ChampionModel, TrainerRunConfig
 
 from kubetune_trainer.dataset import IGNORE, Example, encode_rows, split_rows
+from kubetune_trainer.model_cache import local_model
 from kubetune_trainer.packing import pack
 from kubetune_trainer.plan import DataPlan
 from kubetune_trainer.runtime import DeviceInfo
@@ -188,6 +189,9 @@ def champion_bits_per_byte(
         return None, "no held-out rows to evaluate the current model on"
     try:
         directory = champion_dir(champion, cfg, work)
+        if champion.base_model:  # an hf:// base model: its snapshot in the model cache
+            base = local_model(champion.base_model, cfg, work)
+            champion = champion.model_copy(update={"base_model": base})
         model, tokenizer = load_champion(champion, directory, cfg.base_model, device)
         try:
             return score_held_out(model, tokenizer, cfg, plan, device), None

@@ -25,6 +25,7 @@ from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.distributed import SINGLE, Dist
 from kubetune_trainer.errors import PreemptedError, RetryableError
 from kubetune_trainer.metrics_text import figures, perplexity
+from kubetune_trainer.model_cache import BaseModelPin, resolve_base_model
 from kubetune_trainer.modeling import load_model, load_tokenizer
 from kubetune_trainer.output import S3Store, StoredModel, VolumeStore
 from kubetune_trainer.parallel import model_for_saving, resolve_strategy, wrap
@@ -64,6 +65,8 @@ class Run:
     dist: Dist
     work: Path
     tracking: Tracking = field(default_factory=lambda: Tracking(None, None))
+    pin: BaseModelPin | None = None
+    """An hf:// base model's reference and commit (`cfg.base_model` is then its snapshot)."""
 
     @property
     def hp(self) -> Any:
@@ -124,8 +127,10 @@ def run_job(
     `world_size`: the processes the report plans for (default: this run's)."""
     own_work = work_dir is None
     work = work_dir or Path(tempfile.mkdtemp(prefix="kubetune-trainer-"))
-    run = Run(cfg, reporter, stop, dist, work)
     try:
+        reporter.stage("loading")  # an hf:// base model is fetched (or found cached) first
+        local_cfg, pin = resolve_base_model(cfg, work)
+        run = Run(local_cfg, reporter, stop, dist, work, pin=pin)
         tokenizer = _load_tokenizer(run)
         plan = _prepare_data(run, tokenizer, world_size or dist.world_size)
         if validate_only:
@@ -137,7 +142,6 @@ def run_job(
 
 
 def _load_tokenizer(run: Run) -> Any:
-    run.reporter.stage("loading")
     tokenizer = load_tokenizer(run.cfg.base_model)
     run.stop.check("loading")
     return tokenizer
@@ -203,7 +207,7 @@ def _already_stored(run: Run, existing: StoredModel) -> TrainerResult:
     return TrainerResult(
         outcome="succeeded",
         message=f"model already stored by this job at {existing.uri}",
-        model=model_info(run.cfg, existing),
+        model=model_info(run.cfg, existing, run.pin),
         metrics=Metrics.model_validate(existing.manifest.get("metrics") or {}),
         samples=evaluation.fit_samples(
             [Sample.model_validate(s) for s in existing.manifest.get("samples") or []]
@@ -381,6 +385,7 @@ def _save(
         run.work,
         final.samples,
         run.tracking.close_files(final.metrics, state.step),
+        run.pin,
     )
     shutil.rmtree(run.cfg.checkpoint_dir, ignore_errors=True)
     return stored, final
@@ -414,11 +419,13 @@ def _result(
         where = f" on {run.dist.world_size} processes ({setup.training.par.strategy})"
     metrics = final.metrics
     note = f"; {final.note}" if final.note else ""
-    model = model_info(run.cfg, stored) if stored is not None else None
+    model = model_info(run.cfg, stored, run.pin) if stored is not None else None
     tracking = run.tracking.finish(model.uri if model else None, metrics, state.step)
     if tracking is not None and tracking.error:
         note += f"; tracking stopped ({tracking.error})"
-    promotion = promote(run.cfg, model, metrics) if model is not None else None
+    # The alias pointer names the base model as asked (hf://...), not its cache snapshot.
+    asked = run.cfg.model_copy(update={"base_model": run.pin.ref}) if run.pin else run.cfg
+    promotion = promote(asked, model, metrics) if model is not None else None
     if promotion is not None:
         verdict = "promoted to" if promotion.promoted else "not promoted to"
         note += f"; {verdict} {promotion.alias}"

@@ -83,7 +83,7 @@ def prepare_data(
     hp = spec.hyperparameters
     fetched = fetch_dataset(spec.dataset.url, cfg.data_root, work_dir)
     preference = spec.method.objective == "dpo"
-    table = load_table(fetched.path, spec.dataset.url, spec.dataset, preference=preference)
+    table = load_table(fetched.path, fetched.uri, spec.dataset, preference=preference)
     train_rows, held_rows = split_rows(table.rows, spec.dataset.validation_split, hp.seed)
     if preference:
         train = encode_pairs(tokenizer, train_rows, hp.max_seq_length)

@@ -19,6 +19,7 @@ from kubetune_crd.trainer_contract import TrainerRunConfig
 
 from kubetune_trainer import __version__
 from kubetune_trainer.errors import BadInputError, RetryableError
+from kubetune_trainer.model_cache import BaseModelPin
 from kubetune_trainer.output import JobIdentity, S3Store, StoredModel, VolumeStore
 from kubetune_trainer.plan import DataPlan
 from kubetune_trainer.runtime import DeviceInfo
@@ -50,7 +51,9 @@ def manifest_files(manifest: dict[str, Any]) -> list[ModelFile] | None:
     return [ModelFile(path=f["path"], sha256=f["sha256"], size=f["size"]) for f in files]
 
 
-def model_info(cfg: TrainerRunConfig, stored: StoredModel) -> ModelInfo:
+def model_info(
+    cfg: TrainerRunConfig, stored: StoredModel, pin: BaseModelPin | None = None
+) -> ModelInfo:
     if cfg.output_uri:
         location = names.s3_model_location(cfg.output_uri, cfg.model_name)
     else:
@@ -66,12 +69,15 @@ def model_info(cfg: TrainerRunConfig, stored: StoredModel) -> ModelInfo:
         uri=location.uri,
         size_bytes=stored.size_bytes,
         format=stored.manifest.get("format"),
-        base_model=cfg.base_model,
+        base_model=pin.ref if pin else cfg.base_model,
         base_model_alias=cfg.base_model_alias,
         created=stored.manifest.get("created"),
         dataset_sha256=(stored.manifest.get("dataset") or {}).get("sha256"),
         files=manifest_files(stored.manifest),
         manifest_sha256=stored.manifest_sha256,
+        base_model_revision=pin.commit if pin else None,
+        base_model_cache=pin.cache if pin else None,
+        dataset_revision=(stored.manifest.get("dataset") or {}).get("revision"),
     )
 
 
@@ -105,10 +111,22 @@ def manifest(
     metrics: Metrics,
     trainer: dict[str, Any],
     samples: Sequence[Sample] = (),
+    pin: BaseModelPin | None = None,
 ) -> dict[str, Any]:
-    """`kubetune-model.json` without its file list (the store adds it)."""
+    """`kubetune-model.json` without its file list (the store adds it). An hf:// base model
+    or dataset is pinned: the commit the run actually used."""
     spec = cfg.spec
-    return {
+    dataset: dict[str, Any] = {
+        "uri": plan.fetched.uri,
+        "sha256": plan.fetched.sha256,
+        "bytes": plan.fetched.size,
+        "format": plan.table.format,
+        "kind": plan.table.kind,
+        "rows": len(plan.table.rows),
+    }
+    if plan.fetched.revision is not None:
+        dataset["revision"] = plan.fetched.revision
+    document: dict[str, Any] = {
         "kubetuneModelVersion": 1,
         "name": cfg.model_name,
         "job": job_identity(cfg).as_dict(),
@@ -116,14 +134,7 @@ def manifest(
         "baseModelAlias": cfg.base_model_alias,
         "method": spec.method.to_k8s(),
         "format": names.model_format(spec.method.type, spec.method.merge_adapter),
-        "dataset": {
-            "uri": plan.fetched.uri,
-            "sha256": plan.fetched.sha256,
-            "bytes": plan.fetched.size,
-            "format": plan.table.format,
-            "kind": plan.table.kind,
-            "rows": len(plan.table.rows),
-        },
+        "dataset": dataset,
         "hyperparameters": spec.hyperparameters.to_k8s(),
         # The held-out split the metrics are on: models compare on the same sha256 and split.
         "evaluation": {
@@ -136,6 +147,10 @@ def manifest(
         "created": names.now_rfc3339(),
         "trainer": {"version": __version__, **trainer},
     }
+    if pin is not None:
+        document["baseModel"] = pin.ref
+        document["baseModelRevision"] = pin.commit
+    return document
 
 
 def save_model(
@@ -149,6 +164,7 @@ def save_model(
     work: Path,
     samples: Sequence[Sample] = (),
     tensorboard: Path | None = None,
+    pin: BaseModelPin | None = None,
 ) -> StoredModel:
     """Write the model and its manifest into the store (volume: rename into place; S3: the
     manifest last); `tensorboard`: event files to store in the model's `tensorboard/`."""
@@ -163,7 +179,7 @@ def save_model(
         "effectiveBatchSize": plan.schedule.effective_batch,
     }
     try:
-        document = manifest(cfg, plan, metrics, trainer, samples)
+        document = manifest(cfg, plan, metrics, trainer, samples, pin)
         return store.commit(staging, cfg.model_name, document)
     except OSError as exc:
         raise RetryableError(f"cannot store the model: {exc}") from None

@@ -1,4 +1,5 @@
-"""Fetching the dataset: a mounted volume, https, or s3, with path and SSRF guards.
+"""Fetching the dataset: a mounted volume, https, s3 or the Hub (`hub.py`), with path and
+SSRF guards.
 
 - Volume paths resolve under the data root; `..`, absolute paths outside it and symlinks
   that escape it are refused.
@@ -45,6 +46,8 @@ class FetchedDataset:
     uri: str
     sha256: str
     size: int
+    revision: str | None = None
+    """The commit of an hf:// dataset (its `uri` names it too)."""
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -297,13 +300,24 @@ def fetch_s3(
 def fetch_dataset(url: str, data_root: str | Path, work_dir: Path) -> FetchedDataset:
     """Resolve the spec's dataset URL to a local file (downloading https/s3 to work_dir)."""
     scheme = urlsplit(url).scheme
+    if scheme == "hf":
+        from kubetune_crd.hub import HubRefError, parse_hub_ref
+
+        from kubetune_trainer.hub import fetch_hub_dataset
+
+        try:
+            ref = parse_hub_ref(url, "dataset")
+        except HubRefError as exc:
+            raise BadInputError(str(exc)) from None
+        return fetch_hub_dataset(ref, work_dir)
     if scheme == "s3":
         return fetch_s3(url, work_dir / "dataset" / _basename(url))
     if scheme == "https":
         return fetch_https(url, work_dir / "dataset" / _basename(url))
     if scheme:
         raise BadInputError(
-            f"dataset URL scheme {scheme!r} refused: use a volume path, https:// or s3://"
+            f"dataset URL scheme {scheme!r} refused: use a volume path, https://, s3:// "
+            "or hf://datasets/"
         )
     path = resolve_volume_path(url, data_root)
     digest, size = sha256_file(path)

@@ -96,6 +96,19 @@ Claim names of the models and data volumes.
 {{- end -}}
 
 {{/*
+The shared model cache claim: the existing claim, else <fullname>-model-cache when enabled,
+else empty (the cache then lives on the models claim).
+*/}}
+{{- define "kubetune.modelCache.claimName" -}}
+{{- $c := .Values.persistence.modelCache -}}
+{{- if $c.existingClaim -}}
+{{- $c.existingClaim -}}
+{{- else if $c.enabled -}}
+{{- printf "%s-model-cache" (include "kubetune.fullname" . | trunc 51 | trimSuffix "-") -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Namespaces FineTuneJobs (and so trainer pods) run in, as a JSON list: the release
 namespace, every watched namespace and every API tenant namespace.
 */}}
