@@ -29,6 +29,7 @@ BASE_LEARNING_RATE: float = HyperparametersSpec.model_fields["learning_rate"].de
 OpenAIStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 PHASE_TO_OPENAI: dict[str, OpenAIStatus] = {
     "Pending": "queued",
+    "Validating": "validating_files",  # the CPU pre-flight checks the dataset
     "Running": "running",
     "Succeeded": "succeeded",
     "Failed": "failed",

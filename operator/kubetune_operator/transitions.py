@@ -1,8 +1,9 @@
 """Which status changes deserve a Kubernetes Event on the FineTuneJob (one per transition).
 
-`kubectl describe ftj` shows them: JobCreated, each Pending reason as it changes (Warnings
-for Unschedulable, ImagePull, WaitingForRetry), Running (again on each new attempt) and
-the final phase, and the spec.promotion decision (Promoted / NotPromoted).
+`kubectl describe ftj` shows them: Validating and PreflightPassed (the CPU pre-flight),
+JobCreated, each Pending reason as it changes (Warnings for Unschedulable, ImagePull,
+WaitingForRetry), Running (again on each new attempt) and the final phase, and the
+spec.promotion decision (Promoted / NotPromoted).
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transit
         if new.phase == "Running" and new.attempts > prev.attempts:
             out.append(Transition("Normal", "Running", new.message or "trainer running"))
         return out
+    if _passed(new) and not _passed(prev):
+        message = (new.preflight.message if new.preflight else None) or "pre-flight passed"
+        out.append(Transition("Normal", "PreflightPassed", message))
     phase_event = _phase_event(prev, new)
     if phase_event is not None:
         out.append(phase_event)
     if new.promotion is not None and prev.promotion is None:
         out.append(decision_transition(new.promotion))
     return out
+
+
+def _passed(status: FineTuneJobStatus) -> bool:
+    return status.preflight is not None and status.preflight.outcome == "Passed"
 
 
 def decision_transition(outcome: PromotionOutcome) -> Transition:
@@ -58,6 +66,8 @@ def _phase_event(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> Transition 
             return None
         warn = new.pending.reason in WARNING_PENDING_REASONS
         return Transition("Warning" if warn else "Normal", new.pending.reason, new.pending.message)
+    if new.phase == "Validating":
+        return Transition("Normal", "Validating", new.message or "pre-flight running")
     if new.phase == "Running":
         return Transition("Normal", "Running", new.message or "trainer running")
     if new.phase == "Succeeded":
