@@ -29,15 +29,15 @@ class Transition:
 def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transition]:
     """The Events a change from `prev` to `new` deserves (one per transition)."""
     out: list[Transition] = []
+    if _passed(new) and not _passed(prev):
+        message = (new.preflight.message if new.preflight else None) or "pre-flight passed"
+        out.append(Transition("Normal", "PreflightPassed", message))
     if new.job_name and not prev.job_name:
         out.append(Transition("Normal", "JobCreated", f"created Job {new.job_name}"))
     if new.phase == prev.phase and new.phase != "Pending":
         if new.phase == "Running" and new.attempts > prev.attempts:
             out.append(Transition("Normal", "Running", new.message or "trainer running"))
         return out
-    if _passed(new) and not _passed(prev):
-        message = (new.preflight.message if new.preflight else None) or "pre-flight passed"
-        out.append(Transition("Normal", "PreflightPassed", message))
     phase_event = _phase_event(prev, new)
     if phase_event is not None:
         out.append(phase_event)

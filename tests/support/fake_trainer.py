@@ -8,7 +8,8 @@ Its behaviour comes from the dataset URL's file name, `_`-separated `key-value` 
 `data/fake_steps-3_interval-0.5_exit-42.csv` runs 3 steps 0.5 s apart, then exits 42.
 Keys: steps (default 3), interval (seconds, default 0.3), exit (default 0),
 message (a word for the TrainerResult message), noresult (1: write no TrainerResult),
-invalid (a line number: `--validate-only` finds that row bad).
+invalid (a line number: `--validate-only` finds that row bad), validate (seconds
+`--validate-only` takes, default 0).
 
 `--validate-only` (the operator's CPU pre-flight) trains nothing: it fails with exit 42 and a
 message naming the line when `invalid` is set, else reports what this stand-in would run
@@ -80,6 +81,7 @@ def _rows(cfg: dict[str, Any]) -> int | None:
 def validate(cfg: dict[str, Any], opts: dict[str, str], argv: list[str]) -> int:
     """The stand-in's --validate-only: the same contract as the trainer's, no data science."""
     url = cfg["spec"]["dataset"]["url"]
+    time.sleep(float(opts.get("validate", "0")))
     bad_line = opts.get("invalid")
     if bad_line:
         message = f"dataset {url}: line {bad_line}: the completion is empty"
