@@ -211,3 +211,24 @@ def test_v120_servers_get_no_pod_failure_policy() -> None:
     ours = OperatorSettings()
     plan = plan_for(obj, ours, load_catalog(), None)
     assert "podFailurePolicy" not in make_preflight_job(obj, plan, ours, V120)["spec"]
+
+
+def test_preflight_job_validates_against_kubernetes_1_30_strict() -> None:
+    import kubernetes_validate
+
+    s3 = {"dataset": {"url": "s3://bucket/data.csv", "credentialsSecretRef": {"name": "s3"}}}
+    for spec in (None, {"resources": {"gpus": 2, "nodes": 2}}, s3):
+        kubernetes_validate.validate(preflight(spec, gpu_memory_gib=40), "1.30", strict=True)
+
+
+def test_settings_from_the_environment(monkeypatch: Any) -> None:
+    monkeypatch.setenv("KUBETUNE_PREFLIGHT", "false")
+    monkeypatch.setenv("KUBETUNE_GPU_MEMORY_GIB", "")  # the chart's empty value: unknown
+    monkeypatch.setenv("KUBETUNE_PREFLIGHT_CPU", "")
+    s = OperatorSettings()
+    assert s.preflight is False and s.gpu_memory_gib is None and s.preflight_cpu is None
+    monkeypatch.setenv("KUBETUNE_GPU_MEMORY_GIB", "79.6")
+    assert OperatorSettings().gpu_memory_gib == 79.6
+    assert OperatorSettings(preflight=True).preflight  # on by default
+    monkeypatch.delenv("KUBETUNE_PREFLIGHT")
+    assert OperatorSettings().preflight is True
