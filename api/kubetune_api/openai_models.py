@@ -32,6 +32,7 @@ DEFAULT_BETA: float = DpoSpec.model_fields["beta"].default
 OpenAIStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 PHASE_TO_OPENAI: dict[str, OpenAIStatus] = {
     "Pending": "queued",
+    "Validating": "validating_files",  # the CPU pre-flight checks the dataset
     "Running": "running",
     "Succeeded": "succeeded",
     "Failed": "failed",

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PHASE_TO_ORIGINAL: dict[str, OriginalStatus] = {
     "Pending": "pending",
+    "Validating": "pending",  # the CPU pre-flight: the original API had no such word
     "Running": "running",
     "Succeeded": "completed",
     "Failed": "failed",

@@ -24,6 +24,8 @@ LABEL_FINETUNEJOB = "kubetune.io/finetunejob"
 LABEL_ALIAS = "kubetune.io/alias"
 """On a pointer-publishing Job and its pod: the ModelAlias it publishes."""
 COMPONENT_PUBLISHER = "publisher"
+COMPONENT_PREFLIGHT = "preflight"
+"""On the CPU pre-flight Job and its pod (the trainer's Job and pods say `trainer`)."""
 LABEL_CREATED_BY = "kubetune.io/created-by"
 CREATED_BY_API = "kubetune-api"
 LABEL_IDEMPOTENCY = "kubetune.io/idempotency-key-hash"
@@ -113,6 +115,14 @@ def new_job_id(now: datetime | None = None, suffix: str | None = None) -> str:
     if not JOB_ID_RE.match(job_id):
         raise ValueError(f"not a valid job id: {job_id!r}")
     return job_id
+
+
+PREFLIGHT_SUFFIX = "-preflight"
+
+
+def preflight_job_name(name: str) -> str:
+    """The CPU pre-flight Job of FineTuneJob `name` (<= 53 + 10 = 63 characters)."""
+    return f"{name}{PREFLIGHT_SUFFIX}"
 
 
 def job_id_to_name(job_id: str) -> str | None:

@@ -11,16 +11,19 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_crd.base import StatusModel
+from kubetune_crd.preflight import PreflightReport
 from kubetune_crd.promotion import PromotionOutcome
 from kubetune_crd.tracking import TrackingReport
 
-Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+Phase = Literal["Pending", "Validating", "Running", "Succeeded", "Failed", "Cancelled"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 PendingReason = Literal[
     "Creating", "Unschedulable", "Queued", "ImagePull", "ContainerCreating", "WaitingForRetry"
 ]
 # Condition types the operator maintains (metav1.Condition style, one entry per type).
+CONDITION_VALIDATED = "Validated"
+"""The CPU pre-flight: False (Validating) while it runs, True (Passed) or False (its failure)."""
 CONDITION_JOB_CREATED = "JobCreated"
 """True once the batch/v1 Job exists (False with the reason while it cannot be created)."""
 CONDITION_SCHEDULED = "Scheduled"
@@ -234,6 +237,9 @@ class FineTuneJobStatus(StatusModel):
         description="Trainer pod of the latest attempt (counts attempts whose pod vanished).",
     )
     pending: PendingInfo | None = Field(default=None, description="Why it is not running yet.")
+    preflight: PreflightReport | None = Field(
+        default=None, description="The CPU pre-flight: dataset check, ETA, GPU memory estimate."
+    )
     progress: Progress | None = Field(default=None, description="Live progress.")
     metrics: Metrics | None = Field(default=None, description="Eval loss before and after.")
     model: ModelInfo | None = Field(default=None, description="The model, once stored.")

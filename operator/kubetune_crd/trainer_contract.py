@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_crd.base import CamelModel
+from kubetune_crd.preflight import PreflightReport
 from kubetune_crd.promotion import MAX_PROMPTS, PromotionOutcome
 from kubetune_crd.spec import FineTuneJobSpec
 from kubetune_crd.status import Metrics, ModelInfo, Sample
@@ -112,3 +113,5 @@ class TrainerResult(CamelModel):
     samples: list[Sample] = Field(default_factory=list, max_length=MAX_PROMPTS)
     promotion: PromotionOutcome | None = None
     tracking: TrackingReport | None = None
+    validation: PreflightReport | None = None
+    """`--validate-only`: the data report (rows, tokens, steps, ETA, memory estimate)."""

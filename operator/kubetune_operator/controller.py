@@ -241,9 +241,9 @@ class Controller:
             await self.prune()
             for key, obj in list(self.cache.ftjs.items()):
                 phase = (obj.get("status") or {}).get("phase")
-                job = self.cache.jobs.get(key)
-                if phase not in TERMINAL_PHASES or (
-                    job is not None and self._job_needs_cleanup(job)
+                owned = [self.cache.jobs.get(key), self.cache.preflight_jobs.get(key)]
+                if phase not in TERMINAL_PHASES or any(
+                    job is not None and self._job_needs_cleanup(job) for job in owned
                 ):
                     self.queue.add(key)
 
@@ -259,6 +259,13 @@ class Controller:
             _Watched(
                 "Jobs",
                 self.cache.jobs,
+                _watch_path(job_path, "/apis/batch/v1/jobs"),
+                JOB_SELECTOR,
+                lambda job: self.job_event(job, deleted=True),
+            ),
+            _Watched(
+                "pre-flight Jobs",
+                self.cache.preflight_jobs,
                 _watch_path(job_path, "/apis/batch/v1/jobs"),
                 JOB_SELECTOR,
                 lambda job: self.job_event(job, deleted=True),

@@ -28,12 +28,19 @@ def _ftj_label(obj: Obj) -> str | None:
     return str(value) if value else None
 
 
+def is_preflight(obj: Obj) -> bool:
+    """A CPU pre-flight Job or pod (not the training Job's)."""
+    return labels_of(obj).get(names.LABEL_COMPONENT) == names.COMPONENT_PREFLIGHT
+
+
 class InformerCache:
     """FineTuneJobs, Jobs, pods and Warning events, as last seen."""
 
     def __init__(self) -> None:
         self.ftjs: dict[Key, Obj] = {}
         self.jobs: dict[Key, Obj] = {}
+        self.preflight_jobs: dict[Key, Obj] = {}
+        """CPU pre-flight Jobs (component label `preflight`), by their FineTuneJob's key."""
         self.pods: dict[Key, Obj] = {}  # (namespace, pod name) -> pod
         self.pods_by_ftj: dict[Key, set[str]] = {}
         self.events: dict[EventKey, list[Obj]] = {}
@@ -57,18 +64,20 @@ class InformerCache:
     # --- Jobs ----------------------------------------------------------------------------------
 
     def store_job(self, obj: Obj, deleted: bool = False) -> Key | None:
-        """Store (or drop) a Job; the owning FineTuneJob's key, None for a Job not ours."""
+        """Store (or drop) a training or pre-flight Job; the owning FineTuneJob's key, None
+        for a Job not ours."""
         ftj = _ftj_label(obj)
         if ftj is None:
             return None
         key = (key_of(obj)[0], ftj)
-        current = self.jobs.get(key)
+        store = self.preflight_jobs if is_preflight(obj) else self.jobs
+        current = store.get(key)
         same = current is not None and current["metadata"].get("uid") == obj["metadata"].get("uid")
         if deleted:
             if same:
-                del self.jobs[key]
+                del store[key]
         elif not same or newer(current, obj):
-            self.jobs[key] = slim(obj)
+            store[key] = slim(obj)
         return key
 
     # --- pods ----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """One level-triggered reconcile of one FineTuneJob, from the cached state.
 
-1. No Job yet and not finished -> refuse what cannot run here (`refusals`), create a
+1. No Job yet and not finished -> refuse what cannot run here (`refusals`), run the CPU
+   pre-flight Job (`preflight_builder`; phase Validating until it passes; its failure fails
+   the FineTuneJob, so no GPU is ever requested for a bad dataset), create a
    multi-node run's headless Service (and NetworkPolicy), then the Job (pure builders);
    a 409 means it already exists (an earlier run, maybe killed right after creating it):
    adopt it when its owner reference is this FineTuneJob's uid. The Job name is the
@@ -13,7 +15,8 @@
 3. Only after a terminal status is written: delete a still-running Job (cancel, or a bad-input
    exit on servers without podFailurePolicy) and give a finished Job its
    `ttlSecondsAfterFinished`, so the Job disappears only once its outcome is copied; a
-   multi-node run's Service and NetworkPolicy go then too.
+   multi-node run's Service and NetworkPolicy go then too. The pre-flight Job is deleted
+   once the training Job exists (or the run is cancelled); a failed one keeps the TTL.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ from kubetune_operator.owned_objects import (
     delete_owned,
     not_owned,
 )
-from kubetune_operator.pod_readers import job_finished
+from kubetune_operator.pod_readers import job_finished, sorted_pods
+from kubetune_operator.preflight import PreflightView, passed_before, read_preflight
+from kubetune_operator.preflight_builder import make_preflight_job
 from kubetune_operator.progress_server import ProgressServer
 from kubetune_operator.refusals import multi_node_refusal
 from kubetune_operator.registry_writer import champion_of, read_alias, record_success
@@ -78,6 +83,8 @@ class _Current:
     error: CreateError | None
     fresh: bool = False
     """Created (or adopted) by this reconcile."""
+    preflight: PreflightView | None = None
+    """What the CPU pre-flight Job shows (None: pre-flight off, not started, or gone)."""
 
     @property
     def created_now(self) -> bool:
@@ -138,22 +145,49 @@ class Reconciler:
     async def _current_job(
         self, key: Key, ftj: FineTuneJob, plan: RunPlan, dequeued: float
     ) -> _Current:
-        """The cached Job when it is ours; else a new one unless the job is over or cancelled."""
+        """The cached Job when it is ours; else a new one unless the job is over or cancelled,
+        after the CPU pre-flight passed (its Job is created first and read until it ends)."""
         job = self.cache.jobs.get(key)
+        view = self._preflight_view(key, ftj)
         if job is not None and owner_uid(job, KIND) != str(ftj.metadata.get("uid")):
             # e.g. the Job of a deleted FineTuneJob of the same name, not yet collected
-            return _Current(None, not_owned(JOB, key[1]))
+            return _Current(None, not_owned(JOB, key[1]), preflight=view)
         if job is not None or ftj.status.phase in TERMINAL_PHASES or ftj.spec.cancel:
-            return _Current(job, None)
+            return _Current(job, None, preflight=view)
         refusal = await multi_node_refusal(self.client, ftj, plan, self.settings, self.capabilities)
         if refusal is not None:
             return _Current(None, refusal)
+        if self.settings.preflight and not passed_before(ftj.status):
+            if view is None:
+                created = await self._create_preflight(ftj, plan)
+                if created.obj is None:
+                    return _Current(None, created.error)
+                view = read_preflight(created.obj, [])
+            if not view.passed:
+                return _Current(None, None, preflight=view)
         gang_error = await self._ensure_gang_objects(ftj, plan)
         if gang_error is not None:
             return _Current(None, gang_error)
         plan = await self._with_champion(ftj, plan)
         created = await self._create_job(key, ftj, plan, dequeued)
-        return _Current(created.obj, created.error, fresh=True)
+        return _Current(created.obj, created.error, fresh=True, preflight=view)
+
+    def _preflight_view(self, key: Key, ftj: FineTuneJob) -> PreflightView | None:
+        """The pre-flight Job of this very FineTuneJob, as its pods show it."""
+        pre = self.cache.preflight_jobs.get(key)
+        if pre is None or owner_uid(pre, KIND) != str(ftj.metadata.get("uid")):
+            return None
+        return read_preflight(pre, sorted_pods(self.cache.pods_of(key, pre)))
+
+    async def _create_preflight(self, ftj: FineTuneJob, plan: RunPlan) -> Created:
+        """The CPU pre-flight Job (adopted when it exists already)."""
+        manifest = make_preflight_job(ftj, plan, self.settings, self.capabilities)
+        created = await create_or_adopt(self.client, JOB, manifest, str(ftj.metadata["uid"]))
+        if created.obj is not None:
+            self.cache.store_job(created.obj)
+            if not created.adopted:
+                log.info("created pre-flight Job %s", manifest["metadata"]["name"])
+        return created
 
     async def _with_champion(self, ftj: FineTuneJob, plan: RunPlan) -> RunPlan:
         """A promoting run compares with the alias's current model: name it in the config."""
@@ -221,6 +255,7 @@ class Reconciler:
             progress=self.progress.latest(*key) if self.progress else None,
             create_error=error,
             image_pull_grace_seconds=self.settings.image_pull_grace_seconds,
+            preflight=current.preflight,
         )
         status = derived.status
         if status.phase == "Succeeded" and (obj.get("status") or {}).get("phase") != "Succeeded":
@@ -233,6 +268,8 @@ class Reconciler:
         await self.write_status(key, obj, status.to_k8s(), derived.transitions)
         if status.phase in TERMINAL_PHASES and job is not None:
             await self._finish(key, job, plan, str(status.phase))
+        if current.preflight is not None and (status.phase in TERMINAL_PHASES or job is not None):
+            await self._tidy_preflight(key, current.preflight)
         if error is not None and not error.permanent:
             self.queue.add_after(key, CREATE_RETRY_SECONDS)
         if derived.requeue_after is not None:
@@ -295,6 +332,25 @@ class Reconciler:
                 log.info("deleted Job %s/%s (%s)", namespace, job_name, phase)
             self.cache.store_job(job, deleted=True)
             return
+        await self._set_ttl(namespace, job)
+
+    async def _tidy_preflight(self, key: Key, view: PreflightView) -> None:
+        """Once its outcome is in the status: a failed pre-flight's Job stays for its logs
+        (with the finished-Job TTL); otherwise (passed, cancelled) it is deleted."""
+        pre = self.cache.preflight_jobs.get(key)
+        if pre is None or meta(pre).get("deletionTimestamp"):
+            return
+        if view.failure is not None and job_finished(pre):
+            await self._set_ttl(key[0], pre)
+            return
+        name = str(pre["metadata"]["name"])
+        if await delete_owned(self.client, JOB, key[0], name, pre["metadata"]["uid"]):
+            log.info("deleted pre-flight Job %s/%s", key[0], name)
+        self.cache.store_job(pre, deleted=True)
+
+    async def _set_ttl(self, namespace: str, job: Obj) -> None:
+        """A finished Job disappears `ttl_seconds_after_finished` later (its outcome copied)."""
+        job_name = str(job["metadata"]["name"])
         ttl = self.settings.ttl_seconds_after_finished
         if ttl is None or (job.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
             return

@@ -124,6 +124,37 @@ class OperatorSettings(BaseSettings):
             "models; unset: the cache lives on the models claim."
         ),
     )
+    # --- the CPU pre-flight (preflight_builder.py) -----------------------------------------
+    preflight: bool = Field(
+        default=True,
+        description=(
+            "Run the trainer's --validate-only in a CPU Job (no GPU) before the training Job: "
+            "a bad dataset or a model reference that does not resolve fails there."
+        ),
+    )
+    preflight_cpu: str | None = Field(
+        default="250m", pattern=QUANTITY, description="CPU request of the pre-flight pod."
+    )
+    preflight_memory: str | None = Field(
+        default="512Mi", pattern=QUANTITY, description="Memory request of the pre-flight pod."
+    )
+    preflight_memory_limit: str | None = Field(
+        default="4Gi", pattern=QUANTITY, description="Memory limit of the pre-flight pod."
+    )
+    preflight_deadline_seconds: int = Field(
+        default=900, ge=1, description="activeDeadlineSeconds of the pre-flight Job."
+    )
+    preflight_retries: int = Field(
+        default=1, ge=0, le=5, description="backoffLimit of the pre-flight Job (not bad input)."
+    )
+    gpu_memory_gib: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "Memory of one GPU in GiB; when set, a run whose estimated memory per process "
+            "clearly exceeds it fails pre-flight with a suggestion of what would fit."
+        ),
+    )
 
     # --- volumes -----------------------------------------------------------------------------
     models_claim: str = Field(default="kubetune-models", description="Models PVC (per namespace).")
@@ -226,6 +257,10 @@ class OperatorSettings(BaseSettings):
     @field_validator(
         "trainer_default_cpu",
         "trainer_default_memory",
+        "preflight_cpu",
+        "preflight_memory",
+        "preflight_memory_limit",
+        "gpu_memory_gib",
         "default_queue_name",
         "s3_endpoint_url",
         "s3_region",

@@ -16,6 +16,9 @@ The operator calls `derive_status` on every change it sees and writes the differ
   (counted on the index-0 pod, which every restart replaces). A pod deleted outright still
   counts. worldSize and the effective batch are written once the Job exists.
 - Progress is written by the progress endpoint; derivation only completes it on success.
+- The CPU pre-flight (`preflight.py`): Validating while its Job runs and no training Job
+  exists; its failure fails the FineTuneJob (no training Job is ever made); its report goes
+  to status.preflight.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from kubetune_operator.pod_readers import (
     terminated_state,
     trainer_result,
 )
+from kubetune_operator.preflight import PreflightView, record_preflight, validating
 from kubetune_operator.transitions import Transition, transitions
 
 
@@ -91,6 +95,7 @@ class Observed:
     progress: Progress | None
     create_error: CreateError | None
     image_pull_grace_seconds: float
+    preflight: PreflightView | None = None
 
     @property
     def prev(self) -> FineTuneJobStatus:
@@ -116,11 +121,13 @@ def derive_status(
     progress: Progress | None = None,
     create_error: CreateError | None = None,
     image_pull_grace_seconds: float = 600.0,
+    preflight: PreflightView | None = None,
 ) -> Derived:
     """The status `ftj` should have given what the cluster shows (see the module docstring).
 
     `pods` are the pods of `job` (the caller filters by owner); `events` are Warning events
-    about the Job and those pods; `progress` is the freshest progress report known.
+    about the Job and those pods; `progress` is the freshest progress report known;
+    `preflight` what the CPU pre-flight Job shows (None: none exists, or it is gone).
     """
     prev = ftj.status
     if prev.phase in TERMINAL_PHASES:
@@ -135,6 +142,7 @@ def derive_status(
         progress=progress,
         create_error=create_error,
         image_pull_grace_seconds=image_pull_grace_seconds,
+        preflight=preflight,
     )
     generation = ftj.metadata.get("generation")
     status = prev.model_copy(deep=True)
@@ -144,6 +152,7 @@ def derive_status(
         status.job_name = str(job["metadata"]["name"])
         _record_world_size(status, ftj, job)
     _count_attempts(status, seen)
+    record_preflight(preflight, status, conds)
     requeue = _derive_phase(seen, status, conds)
     status.conditions = conds.result()
     return Derived(status=status, transitions=transitions(prev, status), requeue_after=requeue)
@@ -206,6 +215,11 @@ def _derive_phase(seen: Observed, status: FineTuneJobStatus, conds: ConditionSet
     last_failure = latest_failure(failed)
     failed_cond = job_condition(seen.job, "Failed")
     bad_input = bad_input_failure(failed)
+    preflight = seen.preflight if seen.job is None else None
+    if preflight is not None and preflight.failure is not None:
+        conds.set(CONDITION_JOB_CREATED, False, "PreflightFailed", preflight.failure.message)
+        _fail(status, conds, preflight.failure, seen.now_s, None)
+        return None
     if failed_cond is not None or bad_input is not None or is_permanent(seen.create_error):
         _record_refusal(seen, conds)
         failure = job_failure(failed_cond, bad_input, last_failure, seen.create_error, seen.ftj)
@@ -213,6 +227,9 @@ def _derive_phase(seen: Observed, status: FineTuneJobStatus, conds: ConditionSet
         return None
     if seen.ftj.spec.cancel:
         _cancel(status, conds, seen.now_s)
+        return None
+    if preflight is not None and preflight.running:
+        validating(status, preflight)
         return None
     return _derive_active(seen, status, conds, last_failure)
 

@@ -1,9 +1,10 @@
 """Which status changes deserve a Kubernetes Event on the FineTuneJob (one per transition).
 
-`kubectl describe ftj` shows them: JobCreated, each Pending reason as it changes (Warnings
-for Unschedulable, ImagePull, WaitingForRetry), Running (again on each new attempt) and
-the final phase, the spec.promotion decision (Promoted / NotPromoted) and, for an hf://
-base model, its model cache lookup (ModelCacheHit / ModelCacheMiss).
+`kubectl describe ftj` shows them: Validating and PreflightPassed (the CPU pre-flight),
+JobCreated, each Pending reason as it changes (Warnings for Unschedulable, ImagePull,
+WaitingForRetry), Running (again on each new attempt) and the final phase, the
+spec.promotion decision (Promoted / NotPromoted) and, for an hf:// base model, its model
+cache lookup (ModelCacheHit / ModelCacheMiss).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class Transition:
 def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transition]:
     """The Events a change from `prev` to `new` deserves (one per transition)."""
     out: list[Transition] = []
+    if _passed(new) and not _passed(prev):
+        message = (new.preflight.message if new.preflight else None) or "pre-flight passed"
+        out.append(Transition("Normal", "PreflightPassed", message))
     if new.job_name and not prev.job_name:
         out.append(Transition("Normal", "JobCreated", f"created Job {new.job_name}"))
     if new.phase == prev.phase and new.phase != "Pending":
@@ -66,6 +70,10 @@ def cache_transition(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> Transit
     return Transition("Normal", CACHE_REASONS[model.base_model_cache], message)
 
 
+def _passed(status: FineTuneJobStatus) -> bool:
+    return status.preflight is not None and status.preflight.outcome == "Passed"
+
+
 def decision_transition(outcome: PromotionOutcome) -> Transition:
     """The Event of a promotion decision (on the FineTuneJob and on its ModelAlias)."""
     if outcome.promoted:
@@ -82,6 +90,8 @@ def _phase_event(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> Transition 
             return None
         warn = new.pending.reason in WARNING_PENDING_REASONS
         return Transition("Warning" if warn else "Normal", new.pending.reason, new.pending.message)
+    if new.phase == "Validating":
+        return Transition("Normal", "Validating", new.message or "pre-flight running")
     if new.phase == "Running":
         return Transition("Normal", "Running", new.message or "trainer running")
     if new.phase == "Succeeded":

@@ -47,6 +47,12 @@ def test_openai_client_flow(
     assert oa.fine_tuning.jobs.retrieve(job.id).id == job.id
 
     name = stored[0]["metadata"]["name"]
+    patch_status(custom, namespace, name, {"phase": "Validating"})  # the CPU pre-flight
+    status_url = f"{api.url}/api/finetune/status/{job.id}"
+    wait_for(lambda: httpx.get(status_url).json()["phase"] == "Validating")
+    assert oa.fine_tuning.jobs.retrieve(job.id).status == "validating_files"
+    original = httpx.get(f"{api.url}/api/finetune/status/{job.id}").json()
+    assert (original["status"], original["phase"]) == ("pending", "Validating")
     patch_status(custom, namespace, name, {"phase": "Pending", "pending": {"reason": "Queued"}})
     wait_for(lambda: oa.fine_tuning.jobs.retrieve(job.id).status == "queued")
     patch_status(

@@ -197,6 +197,7 @@ def _obj(name: str, status: dict[str, Any] | None = None, **meta: Any) -> dict[s
     [
         ({}, "pending"),
         ({"phase": "Pending"}, "pending"),
+        ({"phase": "Validating"}, "pending"),  # the CPU pre-flight: no such original word
         ({"phase": "Pending", "pending": {"reason": "Queued"}}, "queued"),
         ({"phase": "Running"}, "running"),
         ({"phase": "Succeeded"}, "completed"),

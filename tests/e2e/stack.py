@@ -22,6 +22,7 @@ import httpx
 from api.api_proc import ApiProcess
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubetune_crd.names import COMPONENT_TRAINER, LABEL_COMPONENT
 from kubetune_crd.names import LABEL_FINETUNEJOB as FTJ_LABEL
 from kubetune_crd.names import TRAINER_CONTAINER as CONTAINER
 from kubetune_crd.resource import GROUP, PLURAL, VERSION
@@ -75,6 +76,12 @@ def _quiet_access_line(line: str) -> bool:
 
 def progress_steps(events: list[dict[str, Any]]) -> list[int]:
     return [int(e["step"]) for e in events if e.get("event") == "progress" and "step" in e]
+
+
+def _selector(name: str, component: str | None) -> str:
+    """A FineTuneJob's objects of one component (trainer, preflight; None: all)."""
+    own = f"{FTJ_LABEL}={name}"
+    return f"{own},{LABEL_COMPONENT}={component}" if component else own
 
 
 class E2EStack:
@@ -224,17 +231,19 @@ class E2EStack:
             if not cont:
                 return items
 
-    def jobs(self, name: str) -> list[Any]:
+    def jobs(self, name: str, component: str | None = COMPONENT_TRAINER) -> list[Any]:
+        """The training Jobs (the pre-flight Job with `COMPONENT_PREFLIGHT`; None: all)."""
         return list(
             self.batch.list_namespaced_job(
-                self.namespace, label_selector=f"{FTJ_LABEL}={name}"
+                self.namespace, label_selector=_selector(name, component)
             ).items
         )
 
-    def pods(self, name: str) -> list[Any]:
+    def pods(self, name: str, component: str | None = COMPONENT_TRAINER) -> list[Any]:
+        """The trainer pods (the pre-flight's with `COMPONENT_PREFLIGHT`; None: all)."""
         pods = list(
             self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"{FTJ_LABEL}={name}"
+                self.namespace, label_selector=_selector(name, component)
             ).items
         )
         for pod in pods:

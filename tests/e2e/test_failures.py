@@ -195,6 +195,7 @@ def test_operator_sigkilled_and_api_restarted_mid_run(stack: E2EStack) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bad_dataset_fails_once_with_bad_input(stack: E2EStack) -> None:
+    """The real trainer's CPU pre-flight finds it: no training Job, no trainer pod, ever."""
     rows = [f'"Le frigo {i} fait du bruit","Vérifier le ventilateur {i}"' for i in range(20)]
     bad = stack.data_dir / "data" / "no_text_column.csv"
     bad.write_text("question,answer\n" + "\n".join(rows) + "\n")
@@ -207,18 +208,22 @@ def test_bad_dataset_fails_once_with_bad_input(stack: E2EStack) -> None:
     assert final["failure_reason"] == "BadInput", final
     message = final["failure_message"] or ""
     assert "columns found: 'question', 'answer'" in message, message
+    assert message.startswith("pre-flight: "), message
     status = stack.ftj_status(name)
     assert status["failure"]["exitCode"] == 42, status
-    # no retry storm: maxRetries 3, yet one attempt. v1.20 has no podFailurePolicy, so the
-    # operator fails the FineTuneJob and removes the Job itself; the Job controller may
-    # start one replacement pod in the same instant (it reacts to the same pod update), which
-    # dies with the Job. Never more than that.
-    stack.wait(lambda: not stack.jobs(name), 60, "the failed Job to be removed", name=name)
-    stack.wait(lambda: not stack.pods(name), 60, "the pods to be gone", name=name)
+    assert status["preflight"]["outcome"] == "Failed", status
+    # No training Job and no trainer pod ever: the node agent ran the pre-flight pod only.
+    # v1.20 has no podFailurePolicy: the operator removes the pre-flight Job itself; the Job
+    # controller may start one replacement pod in the same instant, which dies with the Job.
+    preflight_job = f"{name}-preflight"
+    stack.wait(lambda: not stack.jobs(name, None), 60, "the pre-flight Job to go", name=name)
+    stack.wait(lambda: not stack.pods(name, None), 60, "the pods to be gone", name=name)
     status = stack.ftj_status(name)
-    assert status["phase"] == "Failed" and status["attempts"] == 1, status
-    logs = stack.trainer_logs(name)
-    assert 1 <= len(logs) <= 2, f"{len(logs)} trainer pods ran: {list(logs)}"
+    assert status["phase"] == "Failed" and status["attempts"] == 0, status
+    assert "jobName" not in status, status
+    assert stack.trainer_logs(name) == {}, "a trainer pod ran"
+    logs = stack.trainer_logs(preflight_job)
+    assert 1 <= len(logs) <= 2, f"{len(logs)} pre-flight pods ran: {list(logs)}"
     results = [e for text in logs.values() for e in parse_events(text) if e["event"] == "result"]
     assert results and results[0]["exitCode"] == 42, results
     assert stack.models()["total"] == 0 and stack.model_dirs() == []

@@ -53,6 +53,12 @@ def test_seed_flow_over_http(stack: E2EStack) -> None:
     assert done["step"] == done["total_steps"] == 8, done
     assert (done["metrics"] or {}).get("eval_loss_after") is not None, done
     assert "running" in stack.statuses_seen[job_id], stack.statuses_seen[job_id]
+    # The CPU pre-flight ran the real trainer's --validate-only first; its report stays.
+    preflight = stack.ftj_status(name)["preflight"]
+    assert preflight["outcome"] == "Passed" and preflight["rows"] == 240, preflight
+    assert preflight["totalSteps"] == 8 and preflight["device"] == "cpu", preflight
+    assert preflight["parameters"] > 1_000_000 and preflight["etaSeconds"] > 0, preflight
+    print(f"\npre-flight (real trainer, tiny model) ran {preflight['durationSeconds']:.0f}s")
 
     models = stack.models()
     assert models["total"] == 1, models

@@ -8,6 +8,7 @@ import subprocess
 from typing import Any
 
 from kubernetes import client
+from kubetune_crd.names import COMPONENT_TRAINER, LABEL_COMPONENT, LABEL_FINETUNEJOB
 from kubetune_local.cluster import LocalCluster
 from kubetune_local.testing import wait_for
 
@@ -79,17 +80,24 @@ class Ftj:
             f"{self.name} to be {phase} (now {self.status()})",
         )
 
-    def jobs(self) -> list[Any]:
+    def selector(self, component: str | None = COMPONENT_TRAINER) -> str:
+        """This FineTuneJob's objects of one component (trainer, preflight; None: all)."""
+        own = f"{LABEL_FINETUNEJOB}={self.name}"
+        return f"{own},{LABEL_COMPONENT}={component}" if component else own
+
+    def jobs(self, component: str | None = COMPONENT_TRAINER) -> list[Any]:
+        """The training Jobs (the pre-flight Job with `COMPONENT_PREFLIGHT`; None: all)."""
         return list(
             self.batch.list_namespaced_job(
-                self.namespace, label_selector=f"kubetune.io/finetunejob={self.name}"
+                self.namespace, label_selector=self.selector(component)
             ).items
         )
 
-    def pods(self) -> list[Any]:
+    def pods(self, component: str | None = COMPONENT_TRAINER) -> list[Any]:
+        """The trainer pods (the pre-flight's with `COMPONENT_PREFLIGHT`; None: all)."""
         return list(
             self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"kubetune.io/finetunejob={self.name}"
+                self.namespace, label_selector=self.selector(component)
             ).items
         )
 

@@ -126,7 +126,8 @@ def test_jobs_created_and_phase_changes() -> None:
     m.job_created()
     m.job_created()
     for previous, phase in [
-        (None, "Pending"),  # the first status
+        (None, "Validating"),  # the CPU pre-flight runs first
+        ("Validating", "Pending"),  # it passed: the training Job is being created
         ("Pending", "Pending"),  # another pending reason: no phase change
         ("Pending", "Running"),
         ("Running", "Running"),  # progress
@@ -141,7 +142,14 @@ def test_jobs_created_and_phase_changes() -> None:
         phase: value(samples, "kubetune_finetunejob_phase_transitions_total", phase=phase)
         for phase in PHASES
     }
-    assert counted == {"Pending": 1, "Running": 1, "Succeeded": 1, "Failed": 1, "Cancelled": 0}
+    assert counted == {
+        "Pending": 1,
+        "Validating": 1,
+        "Running": 1,
+        "Succeeded": 1,
+        "Failed": 1,
+        "Cancelled": 0,
+    }
 
 
 # ---- the liveness server -------------------------------------------------------------------------

@@ -8,7 +8,14 @@ exits with a chosen code.
 Its behaviour comes from the dataset URL's file name, `_`-separated `key-value` words:
 `data/fake_steps-3_interval-0.5_exit-42.csv` runs 3 steps 0.5 s apart, then exits 42.
 Keys: steps (default 3), interval (seconds, default 0.3), exit (default 0),
-message (a word for the TrainerResult message), noresult (1: write no TrainerResult).
+message (a word for the TrainerResult message), noresult (1: write no TrainerResult),
+invalid (a line number: `--validate-only` finds that row bad), validate (seconds
+`--validate-only` takes, default 0).
+
+`--validate-only` (the operator's CPU pre-flight) trains nothing: it fails with exit 42 and a
+message naming the line when `invalid` is set, else reports what this stand-in would run
+(its steps and their time, the world size from torchrun's PET_* variables, the rows of the
+dataset file when it exists) in the TrainerResult's `validation`.
 """
 
 from __future__ import annotations
@@ -62,9 +69,50 @@ def write_result(result: dict[str, Any]) -> None:
         print(f"cannot write the termination log: {exc}", flush=True)
 
 
+def _rows(cfg: dict[str, Any]) -> int | None:
+    """Data rows of the dataset file (a header line and blank lines not counted), if it exists."""
+    path = Path(cfg.get("dataRoot") or "/") / cfg["spec"]["dataset"]["url"]
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return None
+    return max(len(lines) - 1, 0)
+
+
+def validate(cfg: dict[str, Any], opts: dict[str, str], argv: list[str]) -> int:
+    """The stand-in's --validate-only: the same contract as the trainer's, no data science."""
+    url = cfg["spec"]["dataset"]["url"]
+    time.sleep(float(opts.get("validate", "0")))
+    bad_line = opts.get("invalid")
+    if bad_line:
+        message = f"dataset {url}: line {bad_line}: the completion is empty"
+        write_result({"outcome": "bad_input", "message": message})
+        print(json.dumps({"event": "result", "exitCode": 42, "message": message}), flush=True)
+        return 42
+    steps = int(opts.get("steps", "3"))
+    interval = float(opts.get("interval", "0.3"))
+    device = argv[argv.index("--target-device") + 1] if "--target-device" in argv else "cpu"
+    world = int(os.environ.get("PET_NNODES", "1")) * int(os.environ.get("PET_NPROC_PER_NODE", "1"))
+    report: dict[str, Any] = {
+        "totalSteps": steps,
+        "etaSeconds": round(steps * interval, 2),
+        "device": device,
+        "worldSize": world,
+    }
+    rows = _rows(cfg)
+    if rows is not None:
+        report["rows"] = rows
+    message = f"valid: {steps} steps, ETA ~{steps * interval:.0f}s on {device}"
+    write_result({"outcome": "succeeded", "message": message, "validation": report})
+    print(json.dumps({"event": "validation", **report}), flush=True)
+    return 0
+
+
 def main() -> int:
     cfg = json.loads(os.environ["KUBETUNE_RUN_CONFIG"])
     opts = options(cfg["spec"]["dataset"]["url"])
+    if "--validate-only" in sys.argv[1:]:
+        return validate(cfg, opts, sys.argv[1:])
     steps = int(opts.get("steps", "3"))
     interval = float(opts.get("interval", "0.3"))
     code = int(opts.get("exit", "0"))

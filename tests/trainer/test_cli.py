@@ -107,6 +107,36 @@ def test_validate_only_reports_rows_tokens_steps_eta(make_config: Config, run_tr
     assert report["trainTokens"] > 10_000 and report["etaSeconds"] > 0
     assert report["parameters"] > 1_000_000
     assert not any(line["event"] == "progress" for line in run.lines())
+    # The termination message carries the report the operator's pre-flight copies to status.
+    validation = TrainerResult.model_validate(run.result()).validation
+    assert validation is not None and validation.rows == 240 and validation.device == "cpu"
+    assert validation.total_steps == report["totalSteps"] and validation.eta_seconds
+    assert validation.estimated_gpu_memory_gib is None  # a CPU run: no GPU estimate
+
+
+def test_validate_only_for_a_gpu_run_estimates_memory_and_refuses_what_cannot_fit(
+    make_config: Config, run_trainer: Run
+) -> None:
+    """The operator's CPU pre-flight asks for the GPU run's figures (no GPU here)."""
+    config = make_config(method={"type": "full"}, hyperparameters={"batchSize": 16})
+    run = run_trainer(config, "--validate-only", "--target-device", "cuda")
+    assert run.proc.returncode == 0, run.stderr()
+    validation = TrainerResult.model_validate(run.result()).validation
+    assert validation is not None and validation.device == "cuda"
+    need = validation.estimated_gpu_memory_gib
+    assert need is not None and need > 1.0  # the fixed 1 GiB overhead and the tiny model
+
+    tight = run_trainer(
+        config, "--validate-only", "--target-device", "cuda", "--gpu-memory-gib", f"{need / 2:g}"
+    )
+    assert tight.proc.returncode == ExitCode.BAD_INPUT, tight.stderr()
+    result = tight.result()
+    assert result["outcome"] == "bad_input"
+    assert "GiB of GPU memory per process" in result["message"]
+    roomy = run_trainer(
+        config, "--validate-only", "--target-device", "cuda", "--gpu-memory-gib", f"{need * 2:g}"
+    )
+    assert roomy.proc.returncode == 0, roomy.stderr()
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--assumed-flops", type=float, default=None, help="training FLOP/s for the ETA estimate"
     )
+    parser.add_argument(
+        "--target-device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="validate-only: the device the run will train on (default: this machine's)",
+    )
+    parser.add_argument(
+        "--gpu-memory-gib",
+        type=float,
+        default=None,
+        help="validate-only: memory of one GPU; a run that clearly cannot fit fails (exit 42)",
+    )
     return parser
 
 
@@ -143,6 +155,8 @@ def _attempt(
             assumed_flops=args.assumed_flops,
             dist=dist,
             world_size=topology.world_size,
+            target_device=args.target_device,
+            gpu_memory_gib=args.gpu_memory_gib,
         )
         code = ExitCode.SUCCESS
         distributed.shutdown(dist)

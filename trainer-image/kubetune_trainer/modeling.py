@@ -8,6 +8,7 @@ from typing import Any
 from kubetune_crd.spec import MethodSpec
 
 from kubetune_trainer.errors import BadInputError, RetryableError
+from kubetune_trainer.memory_estimate import ModelShape
 from kubetune_trainer.runtime import DeviceInfo
 
 
@@ -46,16 +47,23 @@ def load_tokenizer(ref: str) -> Any:
 
 def parameter_count(ref: str) -> int:
     """Parameters of the model, from its config only (no weights loaded)."""
+    return model_shape(ref).parameters
+
+
+def model_shape(ref: str) -> ModelShape:
+    """The model's size and shape from its config only: the reference must resolve (a
+    directory with a config, or a Hub id), no weights are loaded."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    check_model_ref(ref)
     try:
         config = AutoConfig.from_pretrained(ref)
     except (OSError, ValueError) as exc:
         raise _load_error(ref, exc) from None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
-    return sum(p.numel() for p in model.parameters())
+    return ModelShape.from_config(config, sum(p.numel() for p in model.parameters()))
 
 
 def load_model(ref: str, method: MethodSpec, device: DeviceInfo, grad_ckpt: bool) -> Any:

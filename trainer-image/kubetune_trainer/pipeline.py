@@ -29,7 +29,7 @@ from kubetune_trainer.model_cache import BaseModelPin, resolve_base_model
 from kubetune_trainer.modeling import load_model, load_tokenizer
 from kubetune_trainer.output import S3Store, StoredModel, VolumeStore
 from kubetune_trainer.parallel import model_for_saving, resolve_strategy, wrap
-from kubetune_trainer.plan import DataPlan, estimate, fingerprint, prepare_data
+from kubetune_trainer.plan import DataPlan, fingerprint, prepare_data
 from kubetune_trainer.preference import (
     HeldOut,
     PairLoss,
@@ -37,6 +37,7 @@ from kubetune_trainer.preference import (
     prepare_policy,
     reference_model,
 )
+from kubetune_trainer.preflight import validation_report
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.promoting import promote
 from kubetune_trainer.runtime import DeviceInfo, pick_device
@@ -122,9 +123,12 @@ def run_job(
     assumed_flops: float | None = None,
     dist: Dist = SINGLE,
     world_size: int | None = None,
+    target_device: str | None = None,
+    gpu_memory_gib: float | None = None,
 ) -> tuple[TrainerResult, Details]:
     """Run the job; returns the result and a details dict (the validation report).
-    `world_size`: the processes the report plans for (default: this run's)."""
+    `world_size`: the processes the report plans for (default: this run's);
+    `target_device` / `gpu_memory_gib`: what the validation report plans for."""
     own_work = work_dir is None
     work = work_dir or Path(tempfile.mkdtemp(prefix="kubetune-trainer-"))
     try:
@@ -134,7 +138,7 @@ def run_job(
         tokenizer = _load_tokenizer(run)
         plan = _prepare_data(run, tokenizer, world_size or dist.world_size)
         if validate_only:
-            return _validation(run, plan, assumed_flops)
+            return _validation(run, plan, assumed_flops, target_device, gpu_memory_gib)
         return _train_and_store(run, tokenizer, plan)
     finally:
         if own_work:
@@ -157,19 +161,17 @@ def _prepare_data(run: Run, tokenizer: Any, world_size: int) -> DataPlan:
 
 
 def _validation(
-    run: Run, plan: DataPlan, assumed_flops: float | None
+    run: Run,
+    plan: DataPlan,
+    assumed_flops: float | None,
+    target_device: str | None,
+    gpu_memory_gib: float | None,
 ) -> tuple[TrainerResult, Details]:
+    """The report (`preflight.py`) for the device the run will train on (default: this one)."""
     import torch
 
-    details = plan.summary()
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    details.update(estimate(run.cfg, plan, device_type, assumed_flops))
-    message = (
-        f"valid: {details['rows']} rows ({details['kind']}), {details['trainTokens']} train "
-        f"tokens, {details['totalSteps']} steps, "
-        f"ETA ~{details['etaSeconds']:.0f}s on {device_type}"
-    )
-    return TrainerResult(outcome="succeeded", message=message), details
+    device_type = target_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return validation_report(run.cfg, plan, device_type, assumed_flops, gpu_memory_gib)
 
 
 def _train_and_store(run: Run, tokenizer: Any, plan: DataPlan) -> tuple[TrainerResult, Details]:

@@ -111,11 +111,15 @@ def prepare_data(
 
 
 def estimate(
-    cfg: TrainerRunConfig, plan: DataPlan, device_type: str, flops: float | None
+    cfg: TrainerRunConfig,
+    plan: DataPlan,
+    device_type: str,
+    flops: float | None,
+    params: int | None = None,
 ) -> dict[str, Any]:
     """Tokens to process and a rough ETA from the parameter count (no weights loaded); the
     processes of the run share the work."""
-    params = parameter_count(cfg.base_model)
+    params = params if params is not None else parameter_count(cfg.base_model)
     hp = cfg.spec.hyperparameters
     epochs = plan.total_steps / max(plan.schedule.steps_per_epoch, 1)
     tokens = int(plan.train_tokens_per_epoch * epochs)
