@@ -2,9 +2,11 @@
 
 Before the GPU Job, the operator runs the trainer once on CPU (a Job of its own, no GPU
 request) to validate the dataset (every bad row with its line), resolve the model reference
-(config only, no weights) and estimate the run: rows, tokens, steps, ETA and the GPU memory
-one training process needs. The trainer returns this report in its `TrainerResult`
-(termination message); the operator copies it into `status.preflight`.
+and estimate the run: rows, tokens, steps, ETA and the GPU memory one training process needs.
+An hf:// base model is fetched into the shared model cache there (so the GPU pod finds it
+cached): the report says which commit and whether the cache had it. The trainer returns this
+report in its `TrainerResult` (termination message); the operator copies it into
+`status.preflight`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ class PreflightReport(StatusModel):
     )
     gpu_memory_gib: float | None = Field(
         default=None, ge=0.0, description="Memory of one GPU it was checked against, GiB."
+    )
+    base_model_revision: str | None = Field(
+        default=None, description="hf:// base model: the commit the pre-flight resolved."
+    )
+    base_model_cache: Literal["hit", "miss"] | None = Field(
+        default=None,
+        description=(
+            "hf:// base model: hit (already in the shared model cache) or miss (the pre-flight "
+            "downloaded it there)."
+        ),
     )
     duration_seconds: float | None = Field(
         default=None, ge=0.0, description="How long the pre-flight Job ran."

@@ -68,8 +68,9 @@ class OperatorMetrics:
             self.phase_transitions.labels(phase)
         self.model_cache_lookups = Counter(
             "kubetune_model_cache_lookups",
-            "hf:// base models of finished FineTuneJobs: taken from the shared model cache "
-            "(hit) or downloaded into it (miss)",
+            "hf:// base models of FineTuneJobs, once per job at its first lookup (the "
+            "pre-flight's, else the training run's): taken from the shared model cache (hit) "
+            "or downloaded into it (miss)",
             ["result"],
             registry=self.registry,
         )

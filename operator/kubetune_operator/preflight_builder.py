@@ -8,6 +8,9 @@ security. It sees the same run config and dataset as the training run (so the re
 for the run's world size) but has no progress token: its answer is its exit code and the
 `TrainerResult` in its termination message. `--target-device` and `--gpu-memory-gib` make its
 ETA and memory check speak of the GPUs the training Job will get, not of this CPU pod.
+An hf:// base model is downloaded into the shared model cache by this pod (the training pod
+then finds it cached), so such a pre-flight mounts the cache claim and gets the longer
+`preflight_hub_deadline_seconds`; the download streams to disk, so memory stays modest.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from kubetune_operator.capabilities import ServerCapabilities
 from kubetune_operator.job_builder import pod_failure_policy
 from kubetune_operator.object_meta import Manifest, owned_metadata
 from kubetune_operator.pod_builders import container_security, make_volumes, pod_security
-from kubetune_operator.run_plan import RunPlan
+from kubetune_operator.run_plan import RunPlan, uses_model_cache
 from kubetune_operator.settings import OperatorSettings
 from kubetune_operator.trainer_env import LOOPBACK, base_env, hub_env, s3_env
 
@@ -62,6 +65,13 @@ def preflight_resources(settings: OperatorSettings) -> Manifest:
     if settings.preflight_memory_limit:
         out["limits"] = {"memory": settings.preflight_memory_limit}
     return out
+
+
+def preflight_deadline(plan: RunPlan, settings: OperatorSettings) -> int:
+    """activeDeadlineSeconds: longer when the pre-flight downloads an hf:// base model."""
+    if uses_model_cache(plan):
+        return max(settings.preflight_deadline_seconds, settings.preflight_hub_deadline_seconds)
+    return settings.preflight_deadline_seconds
 
 
 def preflight_env(ftj: FineTuneJob, plan: RunPlan, settings: OperatorSettings) -> list[Manifest]:
@@ -115,7 +125,7 @@ def make_preflight_job(
     labels = preflight_labels(name)
     job_spec: Manifest = {
         "backoffLimit": settings.preflight_retries,
-        "activeDeadlineSeconds": settings.preflight_deadline_seconds,
+        "activeDeadlineSeconds": preflight_deadline(plan, settings),
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
     if capabilities.pod_failure_policy:

@@ -144,6 +144,15 @@ class OperatorSettings(BaseSettings):
     preflight_deadline_seconds: int = Field(
         default=900, ge=1, description="activeDeadlineSeconds of the pre-flight Job."
     )
+    preflight_hub_deadline_seconds: int = Field(
+        default=7200,
+        ge=1,
+        description=(
+            "activeDeadlineSeconds of the pre-flight Job of an hf:// base model: it downloads "
+            "the model into the shared model cache (15 GB for a 7B model) or waits for another "
+            "job's download of it (the trainer's cache lock waits up to 7200 s)."
+        ),
+    )
     preflight_retries: int = Field(
         default=1, ge=0, le=5, description="backoffLimit of the pre-flight Job (not bad input)."
     )

@@ -4,7 +4,8 @@
 JobCreated, each Pending reason as it changes (Warnings for Unschedulable, ImagePull,
 WaitingForRetry), Running (again on each new attempt) and the final phase, the
 spec.promotion decision (Promoted / NotPromoted) and, for an hf:// base model, its model
-cache lookup (ModelCacheHit / ModelCacheMiss).
+cache lookup (ModelCacheHit / ModelCacheMiss): once per job, from the step that fetched it
+first (the pre-flight when it runs, else the training run).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transit
         out.append(Transition("Normal", "PreflightPassed", message))
     if new.job_name and not prev.job_name:
         out.append(Transition("Normal", "JobCreated", f"created Job {new.job_name}"))
+    cache = cache_transition(prev, new)
+    if cache is not None:
+        out.append(cache)
     if new.phase == prev.phase and new.phase != "Pending":
         if new.phase == "Running" and new.attempts > prev.attempts:
             out.append(Transition("Normal", "Running", new.message or "trainer running"))
@@ -44,9 +48,6 @@ def transitions(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> list[Transit
         out.append(phase_event)
     if new.promotion is not None and prev.promotion is None:
         out.append(decision_transition(new.promotion))
-    cache = cache_transition(prev, new)
-    if cache is not None:
-        out.append(cache)
     return out
 
 
@@ -54,20 +55,44 @@ CACHE_REASONS = {"hit": "ModelCacheHit", "miss": "ModelCacheMiss"}
 """Event reasons of an hf:// base model's cache lookup (the operator's metric counts them)."""
 
 
+@dataclass(frozen=True)
+class CacheLookup:
+    """The first model cache lookup of a job: by its pre-flight, else by its training run."""
+
+    result: Literal["hit", "miss"]
+    revision: str | None
+    by: str
+
+
+def first_cache_lookup(status: FineTuneJobStatus) -> CacheLookup | None:
+    """The pre-flight fetches an hf:// base model first (status.preflight); with no pre-flight
+    (or a report without it) the training run's lookup (status.model) is the job's."""
+    pre = status.preflight
+    if pre is not None and pre.base_model_cache is not None:
+        return CacheLookup(pre.base_model_cache, pre.base_model_revision, "the pre-flight")
+    model = status.model
+    if model is not None and model.base_model_cache is not None:
+        return CacheLookup(model.base_model_cache, model.base_model_revision, "the training run")
+    return None
+
+
 def cache_transition(prev: FineTuneJobStatus, new: FineTuneJobStatus) -> Transition | None:
-    """The first status that reports an hf:// base model's cache lookup: hit or miss."""
-    model = new.model
-    if model is None or model.base_model_cache is None:
+    """The first status that reports the job's hf:// base model cache lookup: hit or miss
+    (once per job: the training run's hit after a pre-flight's download is no new Event)."""
+    if first_cache_lookup(prev) is not None:
         return None
-    if prev.model is not None and prev.model.base_model_cache is not None:
+    lookup = first_cache_lookup(new)
+    if lookup is None:
         return None
     how = (
         "taken from the shared model cache"
-        if model.base_model_cache == "hit"
+        if lookup.result == "hit"
         else "downloaded into the shared model cache"
     )
-    message = f"base model {model.base_model} (commit {model.base_model_revision}) {how}"
-    return Transition("Normal", CACHE_REASONS[model.base_model_cache], message)
+    model = new.model.base_model if new.model is not None else None
+    what = f"base model {model}" if model else "hf:// base model"
+    message = f"{what} (commit {lookup.revision}) {how} by {lookup.by}"
+    return Transition("Normal", CACHE_REASONS[lookup.result], message)
 
 
 def _passed(status: FineTuneJobStatus) -> bool:

@@ -2,7 +2,9 @@
 from a Secret, the Hub endpoint setting, the shared model cache claim), trainer pods (host
 processes that reach the local Hub server on 127.0.0.1). The model is downloaded once; the
 statuses, Events and the operator's metric say which job hit the cache; the token appears in
-no status, Event, API answer or log."""
+no status, Event, API answer or log. With the CPU pre-flight on (the default) the pre-flight
+pods look the model up first (one downloads, one waits and hits) and the training pods both
+hit; with it off the training pods do the lookup, as before."""
 
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ MODEL = "kubetune/tiny-gated"
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("preflight", [True, False], ids=["preflight", "no-preflight"])
 def test_two_jobs_on_one_hub_model_download_it_once(
-    stack: E2EStack, tiny_model: Path, tmp_path: Path
+    stack: E2EStack, tiny_model: Path, tmp_path: Path, preflight: bool
 ) -> None:
     dataset = tmp_path / "frigo"
     (dataset / "data").mkdir(parents=True)
@@ -51,7 +54,10 @@ def test_two_jobs_on_one_hub_model_download_it_once(
             ),
         )
         stack.start_operator(
-            HF_ENDPOINT=hub.url, HF_ENDPOINT_ALLOW_INTERNAL="true", MODEL_CACHE_CLAIM=CACHE_CLAIM
+            HF_ENDPOINT=hub.url,
+            HF_ENDPOINT_ALLOW_INTERNAL="true",
+            MODEL_CACHE_CLAIM=CACHE_CLAIM,
+            PREFLIGHT=str(preflight).lower(),
         )
         stack.start_api()
         body = short_job(
@@ -67,9 +73,17 @@ def test_two_jobs_on_one_hub_model_download_it_once(
         assert [a["status"] for a in answers] == ["completed", "completed"], [
             stack.diagnostics(ftj_name(j)) for j in jobs
         ]
-        models = [stack.ftj_status(ftj_name(j))["model"] for j in jobs]
-        assert sorted(m["baseModelCache"] for m in models) == ["hit", "miss"]
+        statuses = [stack.ftj_status(ftj_name(j)) for j in jobs]
+        models = [st["model"] for st in statuses]
         assert {m["baseModelRevision"] for m in models} == {gated.commit}
+        if preflight:  # the pre-flights fetched it; the training pods found it cached
+            lookups = [st["preflight"] for st in statuses]
+            assert [m["baseModelCache"] for m in models] == ["hit", "hit"]
+            assert {p["baseModelRevision"] for p in lookups} == {gated.commit}
+        else:
+            lookups = models
+            assert all("preflight" not in st for st in statuses)
+        assert sorted(p["baseModelCache"] for p in lookups) == ["hit", "miss"]
         assert {m["datasetRevision"] for m in models} == {data.commit}
         assert len(hub.state.downloads(f"/{MODEL}/resolve/")) == len(gated.files)  # once
         cached = Path(stack.cluster.pv_root) / stack.namespace / CACHE_CLAIM
@@ -80,7 +94,7 @@ def test_two_jobs_on_one_hub_model_download_it_once(
             for e in stack.core.list_namespaced_event(stack.namespace).items
             if (e.reason or "").startswith("ModelCache")
         )
-        assert reasons == ["ModelCacheHit", "ModelCacheMiss"]
+        assert reasons == ["ModelCacheHit", "ModelCacheMiss"]  # one per job
         assert stack.operator is not None
         metrics_url = f"http://127.0.0.1:{stack.operator.liveness_port}/metrics"
         with urllib.request.urlopen(metrics_url, timeout=10) as resp:

@@ -145,6 +145,39 @@ def test_trainer_loads_gated_model_and_dataset_from_the_hub_and_pins_them(
     assert hub.state.token not in _outputs(second)
 
 
+def test_validate_only_fetches_the_model_into_the_cache_and_training_then_hits(
+    hub: HubServer,
+    hub_env: dict[str, str],
+    make_config: Callable[..., dict[str, Any]],
+    run_trainer: Callable[..., TrainerRun],
+    tmp_path: Path,
+) -> None:
+    """The CPU pre-flight (`--validate-only`) is where an hf:// model is downloaded: its report
+    pins the commit and says miss; the training run on the same cache downloads nothing."""
+    cache = tmp_path / "model-cache"
+    env = {**hub_env, names.ENV_HF_TOKEN: hub.state.token}
+    gated = hub.state.repos[("model", GATED)]
+    before = len(hub.state.downloads(f"/{GATED}/resolve/"))
+    config = _hub_config(make_config, cache, f"hf://{GATED}", "hub-pre")
+
+    pre = run_trainer(config, "--validate-only", "--target-device", "cuda", env=env)
+    assert pre.proc.returncode == ExitCode.SUCCESS, pre.stderr()
+    report = pre.result()["validation"]
+    assert report["baseModelRevision"] == gated.commit
+    assert report["baseModelCache"] == "miss"
+    assert "model cache miss" in pre.result()["message"]
+    downloaded = len(hub.state.downloads(f"/{GATED}/resolve/")) - before
+    assert downloaded == len(gated.files)
+    assert (repo_dir(cache, GATED) / gated.commit / names.MODEL_CACHE_MARKER).is_file()
+    assert hub.state.token not in _outputs(pre)
+
+    train = run_trainer(config, env=env)
+    assert train.proc.returncode == ExitCode.SUCCESS, train.stderr()
+    model = train.result()["model"]
+    assert (model["baseModelCache"], model["baseModelRevision"]) == ("hit", gated.commit)
+    assert len(hub.state.downloads(f"/{GATED}/resolve/")) - before == downloaded
+
+
 def test_gated_model_without_token_is_bad_input_naming_the_token(
     hub_env: dict[str, str],
     make_config: Callable[..., dict[str, Any]],

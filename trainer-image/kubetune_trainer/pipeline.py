@@ -1,9 +1,11 @@
 """One trainer run, phase by phase: load -> prepare data -> (stored already?) -> model and
 checkpoint -> evaluate before -> train -> evaluate after -> save.
 
-Bad data fails before any model weights are loaded. `validate_only` stops after the data
-report (rows, tokens, steps, ETA). In a run of several processes every rank runs every phase
-(each collective in the same order); rank 0 alone reports progress and writes the model.
+Bad data fails before any model weights are loaded. `validate_only` (the CPU pre-flight)
+stops after the data report (rows, tokens, steps, ETA); an hf:// base model is fetched into
+the shared model cache first in both, so after a pre-flight the training run finds it cached.
+In a run of several processes every rank runs every phase (each collective in the same
+order); rank 0 alone reports progress and writes the model.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ def _validation(
     import torch
 
     device_type = target_device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return validation_report(run.cfg, plan, device_type, assumed_flops, gpu_memory_gib)
+    return validation_report(run.cfg, plan, device_type, assumed_flops, gpu_memory_gib, run.pin)
 
 
 def _train_and_store(run: Run, tokenizer: Any, plan: DataPlan) -> tuple[TrainerResult, Details]:

@@ -1,8 +1,10 @@
 """The validate-only run's report: data figures, ETA and GPU memory estimate (no weights).
 
 `--validate-only` is what the operator's CPU pre-flight Job runs before requesting any GPU.
-The data was validated (every bad row named with its line) and planned by `plan.py`; here the
-model reference is resolved from its config alone (`modeling.model_shape`), the ETA is given
+The data was validated (every bad row named with its line) and planned by `plan.py`; an hf://
+base model was fetched into the shared model cache first (`model_cache`: the GPU pod then
+finds it there) and its pin (commit, cache hit or miss) goes into the report; here the model's
+shape is read from its config alone (`modeling.model_shape`, no weights loaded), the ETA is given
 for the device the training Job will use (`--target-device`, not this CPU pod's), the memory
 one training process needs is estimated (`memory_estimate`), and a run that clearly cannot
 fit in `--gpu-memory-gib` fails as bad input with what would fit.
@@ -22,6 +24,7 @@ from kubetune_trainer.memory_estimate import (
     does_not_fit_message,
     estimate_memory,
 )
+from kubetune_trainer.model_cache import BaseModelPin
 from kubetune_trainer.modeling import model_shape
 from kubetune_trainer.parallel import resolve_strategy
 from kubetune_trainer.plan import DataPlan, estimate
@@ -50,8 +53,10 @@ def validation_report(
     device_type: str,
     assumed_flops: float | None,
     gpu_memory_gib: float | None,
+    pin: BaseModelPin | None = None,
 ) -> tuple[TrainerResult, dict[str, Any]]:
-    """The result and details of a validate-only run; BadInputError when it cannot fit."""
+    """The result and details of a validate-only run; BadInputError when it cannot fit.
+    `pin`: the hf:// base model as resolved (commit, model cache hit or miss)."""
     shape = model_shape(cfg.base_model)
     details = plan.summary()
     details.update(estimate(cfg, plan, device_type, assumed_flops, params=shape.parameters))
@@ -74,6 +79,9 @@ def validation_report(
     )
     if gpu:
         message += f", ~{details['estimatedGpuMemoryGiB']:.1f} GiB GPU memory per process"
+    if pin is not None:
+        details.update(baseModelRevision=pin.commit, baseModelCache=pin.cache)
+        message += f", base model commit {pin.commit[:12]} (model cache {pin.cache})"
     report = PreflightReport(
         rows=details["rows"],
         train_rows=details["trainRows"],
@@ -86,5 +94,7 @@ def validation_report(
         parameters=shape.parameters,
         estimated_gpu_memory_gib=details.get("estimatedGpuMemoryGiB"),
         gpu_memory_gib=details.get("gpuMemoryGiB"),
+        base_model_revision=pin.commit if pin else None,
+        base_model_cache=pin.cache if pin else None,
     )
     return TrainerResult(outcome="succeeded", message=message, validation=report), details
