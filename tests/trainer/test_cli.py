@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -225,3 +228,22 @@ def test_lora_chat_with_merge(make_config: Config, run_trainer: Run, tmp_path: P
         a = adapter(input_ids=ids).logits
         b = merged(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_quiet_libraries_leaves_datasets_unimported_yet_quiet_once_imported() -> None:
+    """The validate-only pre-flight never needs `datasets` (0.7 s to import); trl's DPO
+    imports it later, and it is quiet then too."""
+    code = (
+        "import logging, sys\n"
+        "from kubetune_trainer.runtime import quiet_libraries\n"
+        "quiet_libraries()\n"
+        "assert 'datasets' not in sys.modules\n"
+        "import datasets\n"
+        "print(datasets.utils.are_progress_bars_disabled(),\n"
+        "      datasets.utils.logging.get_verbosity() == logging.ERROR)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "DATASETS" not in k}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.split() == ["True", "True"], out.stderr
