@@ -82,17 +82,12 @@ def main() -> None:
             "KUBETUNE_TERMINATION_MESSAGE_PATH": str(root / "termination-log"),
             "HF_HUB_OFFLINE": "1",
         }
+        command = [sys.executable, "-m", "kubetune_trainer", "--validate-only"]
+        command += ["--target-device", "cuda"]
         walls: list[float] = []
         for _ in range(args.runs):
             started = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "kubetune_trainer", "--validate-only"]
-                + ["--target-device", "cuda"],
-                env=env,
-                cwd=root,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            subprocess.run(command, env=env, cwd=root, check=True, stdout=subprocess.DEVNULL)
             walls.append(time.perf_counter() - started)
         rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"validate-only runs: {', '.join(f'{w:.2f}' for w in walls)} s")
