@@ -128,7 +128,7 @@ def _echo_value(field: RequestField, spec: FineTuneJobSpec) -> Any:
     value = spec_value(spec, field.path)
     if field.kind == "secret":
         return value.name if value is not None else None
-    if field.name == "lora" and spec.method.type != "lora":
+    if field.name == "lora" and not spec.method.adapter:
         return None
     return value.model_dump() if isinstance(value, BaseModel) else value
 

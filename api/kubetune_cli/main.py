@@ -10,8 +10,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, get_args
 
+from kubetune_crd.spec import Method
 from rich.console import Console
 
 from kubetune_cli import aliases, render, schedules
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--epochs", type=int)
     start.add_argument("--batch-size", type=int)
     start.add_argument("--learning-rate", type=float)
-    start.add_argument("--method", choices=["lora", "full"])
+    start.add_argument("--method", choices=get_args(Method))
     start.add_argument("--idempotency-key", help="retry-safe key: the same key starts one job")
     start.add_argument("--wait", action="store_true", help="show progress until the job ends")
 

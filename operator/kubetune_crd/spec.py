@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kubetune_crd import names
 from kubetune_crd.base import DNS_LABEL, CamelModel, SecretRef
@@ -24,7 +25,11 @@ S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
 DatasetFormat = Literal["auto", "csv", "jsonl"]
-Method = Literal["lora", "full"]
+Method = Literal["lora", "qlora", "full"]
+ADAPTER_METHODS: frozenset[str] = frozenset({"lora", "qlora"})
+"""Methods that train a LoRA adapter (saved as `peft-lora`) over a frozen base."""
+GPU_ONLY_METHODS: frozenset[str] = frozenset({"qlora"})
+"""Methods that cannot run on a CPU (qlora: bitsandbytes' 4-bit base needs CUDA)."""
 
 
 class DatasetSpec(CamelModel):
@@ -97,12 +102,23 @@ class LoraSpec(CamelModel):
 class MethodSpec(CamelModel):
     """How the model is fine-tuned."""
 
-    type: Method = Field(default="lora", description="lora (adapter) or full fine-tuning.")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
+    type: Method = Field(
+        default="lora",
+        description=(
+            "lora (adapter), qlora (adapter over a 4-bit base: less GPU memory, GPU only) "
+            "or full fine-tuning."
+        ),
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (lora, qlora).")
     merge_adapter: bool = Field(
         default=False,
-        description="For lora: also save the base model with the adapter merged in.",
+        description="For lora and qlora: also save the base model with the adapter merged in.",
     )
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the run trains a LoRA adapter (lora, qlora) rather than every weight."""
+        return self.type in ADAPTER_METHODS
 
 
 class HyperparametersSpec(CamelModel):
@@ -339,4 +355,40 @@ class FineTuneJobSpec(CamelModel):
     cancel: bool = Field(
         default=False,
         description="Set to true to stop the job; the resource is kept with phase Cancelled.",
+    )
+
+    @model_validator(mode="after")
+    def _gpu_methods_have_gpus(self) -> FineTuneJobSpec:
+        """qlora with `resources.gpus: 0` can never run, nor sharded by FSDP: refused here,
+        naming the field (unset gpus are the operator's default: it refuses them when that
+        default is 0)."""
+        if self.method.type in GPU_ONLY_METHODS and self.resources.gpus == 0:
+            _refuse(self, ("method", "type"), gpu_required_message(self.method.type))
+        if self.method.type == "qlora" and self.distributed.strategy == "fsdp":
+            _refuse(self, ("distributed", "strategy"), QLORA_FSDP_MESSAGE)
+        return self
+
+
+QLORA_FSDP_MESSAGE = (
+    "method.type qlora trains with distributed.strategy ddp (or auto), not fsdp: "
+    "the 4-bit base weights are not sharded"
+)
+
+
+def _refuse(model: CamelModel, loc: tuple[str, ...], message: str) -> None:
+    """A validation error located at `loc` (a model validator's own would have no location)."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("unsupported_combination", "{message}", {"message": message}),
+        loc=loc,
+        input=model.model_dump(by_alias=True).get(loc[0], {}).get(loc[1]),
+    )
+    raise ValidationError.from_exception_data(type(model).__name__, [detail])
+
+
+def gpu_required_message(method: str) -> str:
+    """Why a GPU-only method cannot run on CPU, and what to use instead (API, operator and
+    trainer say the same)."""
+    return (
+        f"method.type {method} needs a GPU (bitsandbytes' 4-bit base model runs on CUDA "
+        "only): set resources.gpus >= 1, or use method lora to train on CPU"
     )

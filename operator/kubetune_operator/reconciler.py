@@ -55,7 +55,7 @@ from kubetune_operator.owned_objects import (
 )
 from kubetune_operator.pod_readers import job_finished
 from kubetune_operator.progress_server import ProgressServer
-from kubetune_operator.refusals import multi_node_refusal
+from kubetune_operator.refusals import gpu_refusal, multi_node_refusal
 from kubetune_operator.registry_writer import champion_of, read_alias, record_success
 from kubetune_operator.run_plan import RunPlan, plan_for
 from kubetune_operator.settings import OperatorSettings
@@ -143,7 +143,9 @@ class Reconciler:
             return _Current(None, not_owned(JOB, key[1]))
         if job is not None or ftj.status.phase in TERMINAL_PHASES or ftj.spec.cancel:
             return _Current(job, None)
-        refusal = await multi_node_refusal(self.client, ftj, plan, self.settings, self.capabilities)
+        refusal = gpu_refusal(ftj, plan.topology) or await multi_node_refusal(
+            self.client, ftj, plan, self.settings, self.capabilities
+        )
         if refusal is not None:
             return _Current(None, refusal)
         gang_error = await self._ensure_gang_objects(ftj, plan)

@@ -20,7 +20,7 @@ from typing import Any
 from kubetune_crd.status import Metrics, Progress, Sample
 from kubetune_crd.trainer_contract import TrainerResult, TrainerRunConfig
 
-from kubetune_trainer import evaluation
+from kubetune_trainer import evaluation, quantization
 from kubetune_trainer.checkpointing import Checkpointer
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.distributed import SINGLE, Dist
@@ -106,6 +106,10 @@ def run_job(
 ) -> tuple[TrainerResult, Details]:
     """Run the job; returns the result and a details dict (the validation report).
     `world_size`: the processes the report plans for (default: this run's)."""
+    if not validate_only:  # refused before the data is fetched (the GPU check needs torch)
+        import torch
+
+        quantization.require_device(cfg.spec.method, "cuda" if torch.cuda.is_available() else "cpu")
     own_work = work_dir is None
     work = work_dir or Path(tempfile.mkdtemp(prefix="kubetune-trainer-"))
     run = Run(cfg, reporter, stop, dist, work)
@@ -216,6 +220,7 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
         cfg.spec.distributed.strategy, cfg.spec.method.type, dist.world_size
     )
     # FSDP loads on the CPU and moves only this process's shards to the device.
+    quantization.require_device(cfg.spec.method, device.device.type, strategy)
     load_on = DeviceInfo(torch.device("cpu"), device.bf16, "cpu") if strategy == "fsdp" else device
     model = load_model(cfg.base_model, cfg.spec.method, load_on, hp.gradient_checkpointing)
     run.agree_stop("loading")

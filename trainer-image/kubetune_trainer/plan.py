@@ -101,7 +101,7 @@ def estimate(
     hp = cfg.spec.hyperparameters
     epochs = plan.total_steps / max(plan.schedule.steps_per_epoch, 1)
     tokens = int(plan.train_tokens_per_epoch * epochs)
-    factor = 4 if cfg.spec.method.type == "lora" else 6  # forward+backward FLOPs per param-token
+    factor = 4 if cfg.spec.method.adapter else 6  # forward+backward FLOPs per param-token
     rate = flops or ASSUMED_FLOPS.get(device_type, ASSUMED_FLOPS["cpu"])
     eval_tokens = 2 * sum(len(r) for r in plan.eval_rows)
     processes = plan.schedule.world_size
