@@ -147,6 +147,13 @@ class HyperparametersSpec(CamelModel):
     gradient_checkpointing: bool = Field(
         default=False, description="Trade compute for memory on large models."
     )
+    torch_compile: bool = Field(
+        default=False,
+        description=(
+            "torch.compile each decoder layer (faster steps on a GPU after a compile of a "
+            "minute or so; off by default)."
+        ),
+    )
     max_steps: int | None = Field(
         default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
     )

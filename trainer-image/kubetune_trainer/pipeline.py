@@ -8,6 +8,7 @@ report (rows, tokens, steps, ETA). In a run of several processes every rank runs
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 from kubetune_crd.status import Metrics, Progress, Sample
 from kubetune_crd.trainer_contract import TrainerResult, TrainerRunConfig
 
-from kubetune_trainer import evaluation, quantization
+from kubetune_trainer import evaluation, fast_paths, quantization
 from kubetune_trainer.checkpointing import Checkpointer
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.distributed import SINGLE, Dist
@@ -39,6 +40,8 @@ from kubetune_trainer.train import train_loop as run_loop
 
 Details = dict[str, Any]
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Run:
@@ -223,6 +226,8 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
     quantization.require_device(cfg.spec.method, device.device.type, strategy)
     load_on = DeviceInfo(torch.device("cpu"), device.bf16, "cpu") if strategy == "fsdp" else device
     model = load_model(cfg.base_model, cfg.spec.method, load_on, hp.gradient_checkpointing)
+    fast = fast_paths.enable(model, device, hp.torch_compile)
+    log.info("fast paths: %s", fast.describe())
     run.agree_stop("loading")
     par = wrap(model, strategy, device, dist)
     optimizer, scheduler = make_optimizer(par.model, hp, plan.total_steps, device)
