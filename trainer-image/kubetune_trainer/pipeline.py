@@ -43,6 +43,7 @@ Details = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Run:
     """What every phase of one run needs."""
