@@ -30,7 +30,7 @@ PEAK_BF16: tuple[tuple[str, float], ...] = (
 LLAMA_1B = {
     "hidden_size": 2048,
     "intermediate_size": 5632,
-    "num_hidden_layers": 16,
+    "num_hidden_layers": 18,
     "num_attention_heads": 32,
     "num_key_value_heads": 8,
     "max_position_embeddings": 4096,
