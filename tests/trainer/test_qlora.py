@@ -12,6 +12,7 @@ import torch
 from kubetune_crd.spec import MethodSpec
 from kubetune_trainer import quantization
 from kubetune_trainer.errors import BadInputError
+from kubetune_trainer.parallel import resolve_strategy
 
 from trainer.conftest import TrainerRun
 
@@ -39,6 +40,8 @@ def test_qlora_under_fsdp_and_without_cuda_is_bad_input() -> None:
         quantization.require_device(qlora, "cuda", "fsdp")
     quantization.require_device(qlora, "cuda", "ddp")
     quantization.require_device(MethodSpec(type="lora"), "cpu", "fsdp")  # lora: anywhere
+    assert resolve_strategy("auto", "qlora", 2) == "ddp"  # the adapter's auto, like lora
+    assert resolve_strategy("auto", "full", 2) == "fsdp"
 
 
 def test_merged_qlora_model_is_the_base_plus_the_adapter(tiny_model: Path, tmp_path: Path) -> None:
