@@ -223,8 +223,8 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
     strategy = resolve_strategy(
         cfg.spec.distributed.strategy, cfg.spec.method.type, dist.world_size
     )
-    # FSDP loads on the CPU and moves only this process's shards to the device.
     quantization.require_device(cfg.spec.method, device.device.type, strategy)
+    # FSDP loads on the CPU and moves only this process's shards to the device.
     load_on = DeviceInfo(torch.device("cpu"), device.bf16, "cpu") if strategy == "fsdp" else device
     model = load_model(cfg.base_model, cfg.spec.method, load_on, hp.gradient_checkpointing)
     fast = fast_paths.enable(model, device, hp.torch_compile)
