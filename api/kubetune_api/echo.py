@@ -130,7 +130,7 @@ def _echo_value(field: RequestField, spec: FineTuneJobSpec) -> Any:
     value = spec_value(spec, field.path)
     if field.kind == "secret":
         return value.name if value is not None else None
-    if field.name == "lora" and spec.method.type != "lora":
+    if field.name == "lora" and not spec.method.adapter:
         return None
     if field.name == "dpo_beta" and spec.method.objective != "dpo":
         return None

@@ -14,8 +14,9 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from kubetune_crd.method import DpoSpec
 from kubetune_crd.names import ANNOTATION_OPENAI, parse_time
-from kubetune_crd.spec import DatasetSpec, DpoSpec, FineTuneJobSpec, HyperparametersSpec
+from kubetune_crd.spec import DatasetSpec, FineTuneJobSpec, HyperparametersSpec
 from kubetune_crd.status import TERMINAL_PHASES
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 

@@ -10,8 +10,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, get_args
 
+from kubetune_crd.method import Method
 from rich.console import Console
 
 from kubetune_cli import aliases, metrics, models, render, schedules
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--epochs", type=int)
     start.add_argument("--batch-size", type=int)
     start.add_argument("--learning-rate", type=float)
-    start.add_argument("--method", choices=["lora", "full"])
+    start.add_argument("--method", choices=get_args(Method))
     start.add_argument(
         "--objective", choices=["supervised", "dpo"], help="dpo: preference pairs (DPO)"
     )

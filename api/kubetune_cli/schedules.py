@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
+from kubetune_crd.method import Method
 from rich.console import Console
 
 from kubetune_cli import render
@@ -39,7 +40,7 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--epochs", type=int)
     create.add_argument("--batch-size", type=int)
     create.add_argument("--learning-rate", type=float)
-    create.add_argument("--method", choices=["lora", "full"])
+    create.add_argument("--method", choices=get_args(Method))
     create.add_argument("--concurrency-policy", choices=["Forbid", "Replace", "Allow"])
     create.add_argument("--starting-deadline-seconds", type=int)
     create.add_argument("--successful-jobs-history-limit", type=int)

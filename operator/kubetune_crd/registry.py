@@ -51,7 +51,7 @@ class FineTunedModelSpec(CamelModel):
 
     job: str = Field(description="The FineTuneJob that trained it.")
     job_uid: str | None = Field(default=None, description="That job's uid.")
-    method: str = Field(description="lora or full.")
+    method: str = Field(description="lora, qlora or full (the FineTuneJob's method.type).")
     model: ModelInfo = Field(description="Location, format, base model, size.")
     dataset: DatasetRecord = Field(description="Training data and held-out split.")
     hyperparameters: HyperparametersSpec = Field(description="Hyperparameters used.")

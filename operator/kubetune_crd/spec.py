@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kubetune_crd import names
 from kubetune_crd.base import DNS_LABEL, CamelModel, SecretRef
@@ -20,6 +21,12 @@ from kubetune_crd.hub import (
     HubRefError,
     is_hub_ref,
     parse_hub_ref,
+)
+from kubetune_crd.method import (
+    GPU_ONLY_METHODS,
+    QLORA_FSDP_MESSAGE,
+    MethodSpec,
+    gpu_required_message,
 )
 from kubetune_crd.promotion import EvaluationSpec, PromotionSpec
 from kubetune_crd.tracking import TrackingSpec
@@ -40,8 +47,6 @@ S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
 DatasetFormat = Literal["auto", "csv", "jsonl"]
-Method = Literal["lora", "full"]
-Objective = Literal["supervised", "dpo"]
 
 
 class DatasetSpec(CamelModel):
@@ -122,52 +127,6 @@ class DatasetSpec(CamelModel):
         return url
 
 
-class LoraSpec(CamelModel):
-    """LoRA adapter settings (used when method is lora)."""
-
-    r: int = Field(default=16, ge=1, le=512, description="LoRA rank.")
-    alpha: int = Field(default=32, ge=1, le=1024, description="LoRA alpha (scaling).")
-    dropout: float = Field(default=0.05, ge=0.0, le=0.9, description="LoRA dropout.")
-    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
-        default_factory=list,
-        max_length=64,
-        description="Module names to adapt; empty picks the attention and MLP projections.",
-    )
-
-
-class DpoSpec(CamelModel):
-    """Direct Preference Optimization settings (used when method.objective is dpo)."""
-
-    beta: float = Field(
-        default=0.1,
-        gt=0.0,
-        le=10.0,
-        description=(
-            "How far the model may move from the reference (the base model): higher keeps it "
-            "closer. trl's and OpenAI's default is 0.1."
-        ),
-    )
-
-
-class MethodSpec(CamelModel):
-    """How the model is fine-tuned: which weights train (type) and on what loss (objective)."""
-
-    type: Method = Field(default="lora", description="lora (adapter) or full fine-tuning.")
-    objective: Objective = Field(
-        default="supervised",
-        description=(
-            "supervised (next-token loss on text, completions or chat) or dpo (Direct "
-            "Preference Optimization on prompt/chosen/rejected pairs)."
-        ),
-    )
-    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (objective dpo).")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
-    merge_adapter: bool = Field(
-        default=False,
-        description="For lora: also save the base model with the adapter merged in.",
-    )
-
-
 class HyperparametersSpec(CamelModel):
     """Training hyperparameters (the original API's epochs, batch_size, learning_rate and more)."""
 
@@ -193,6 +152,13 @@ class HyperparametersSpec(CamelModel):
     )
     gradient_checkpointing: bool = Field(
         default=False, description="Trade compute for memory on large models."
+    )
+    torch_compile: bool = Field(
+        default=False,
+        description=(
+            "torch.compile each decoder layer (faster steps on a GPU after a compile of a "
+            "minute or so; off by default)."
+        ),
     )
     max_steps: int | None = Field(
         default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
@@ -432,3 +398,24 @@ class FineTuneJobSpec(CamelModel):
             except HubRefError as exc:
                 raise ValueError(str(exc)) from None
         return model
+
+    @model_validator(mode="after")
+    def _gpu_methods_have_gpus(self) -> FineTuneJobSpec:
+        """qlora with `resources.gpus: 0` can never run, nor sharded by FSDP: refused here,
+        naming the field (unset gpus are the operator's default: it refuses them when that
+        default is 0)."""
+        if self.method.type in GPU_ONLY_METHODS and self.resources.gpus == 0:
+            _refuse(self, ("method", "type"), gpu_required_message(self.method.type))
+        if self.method.type == "qlora" and self.distributed.strategy == "fsdp":
+            _refuse(self, ("distributed", "strategy"), QLORA_FSDP_MESSAGE)
+        return self
+
+
+def _refuse(model: CamelModel, loc: tuple[str, ...], message: str) -> None:
+    """A validation error located at `loc` (a model validator's own would have no location)."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("unsupported_combination", "{message}", {"message": message}),
+        loc=loc,
+        input=model.model_dump(by_alias=True).get(loc[0], {}).get(loc[1]),
+    )
+    raise ValidationError.from_exception_data(type(model).__name__, [detail])

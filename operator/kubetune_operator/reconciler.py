@@ -61,7 +61,7 @@ from kubetune_operator.pod_readers import job_finished, sorted_pods
 from kubetune_operator.preflight import PreflightView, passed_before, read_preflight
 from kubetune_operator.preflight_builder import make_preflight_job
 from kubetune_operator.progress_server import ProgressServer
-from kubetune_operator.refusals import multi_node_refusal
+from kubetune_operator.refusals import gpu_refusal, multi_node_refusal
 from kubetune_operator.registry_writer import champion_of, read_alias, record_success
 from kubetune_operator.run_plan import RunPlan, plan_for
 from kubetune_operator.settings import OperatorSettings
@@ -154,7 +154,9 @@ class Reconciler:
             return _Current(None, not_owned(JOB, key[1]), preflight=view)
         if job is not None or ftj.status.phase in TERMINAL_PHASES or ftj.spec.cancel:
             return _Current(job, None, preflight=view)
-        refusal = await multi_node_refusal(self.client, ftj, plan, self.settings, self.capabilities)
+        refusal = gpu_refusal(ftj, plan.topology) or await multi_node_refusal(
+            self.client, ftj, plan, self.settings, self.capabilities
+        )
         if refusal is not None:
             return _Current(None, refusal)
         if self.settings.preflight and not passed_before(ftj.status):

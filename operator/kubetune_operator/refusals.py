@@ -11,6 +11,10 @@ A multi-node run (`resources.nodes > 1`) needs
   ranks on different nodes would not see each other's checkpoints: read-write claims must be
   ReadWriteMany, the read-only data claim ReadOnlyMany or ReadWriteMany.
 
+A GPU-only method (`method.type: qlora`) on a run of CPU processes (`resources.gpus` unset
+and the operator's default 0; an explicit 0 is refused by the contract itself) is refused too,
+rather than failing in the trainer after the pod started.
+
 A refusal is permanent (phase Failed, reason BadInput, the JobCreated condition False with
 the refusal's own reason); a claim that cannot be read yet is retried.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kubetune_crd.method import GPU_ONLY_METHODS, gpu_required_message
 from kubetune_crd.resource import FineTuneJob
 
 from kubetune_operator.capabilities import ServerCapabilities
@@ -30,6 +35,7 @@ from kubetune_operator.settings import OperatorSettings
 
 INDEXED_JOBS_UNSUPPORTED = "IndexedJobsUnsupported"
 STORAGE_NOT_SHARED = "StorageNotShared"
+GPU_REQUIRED = "GpuRequired"
 READ_WRITE_MANY = "ReadWriteMany"
 READ_ONLY_MANY = "ReadOnlyMany"
 
@@ -61,6 +67,18 @@ def indexed_jobs_refusal(
         f"resources.nodes={topology.nodes} needs Indexed Jobs (Kubernetes 1.22 or later); "
         f"the API server is {capabilities.label}, so the job is refused rather than run "
         "on one node",
+    )
+
+
+def gpu_refusal(ftj: FineTuneJob, topology: Topology) -> CreateError | None:
+    """A GPU-only method on a run whose pods get no GPU (the operator's default of 0)."""
+    method = ftj.spec.method.type
+    if method not in GPU_ONLY_METHODS or topology.gpus_per_node > 0:
+        return None
+    return CreateError.refused(
+        GPU_REQUIRED,
+        f"{gpu_required_message(method)} (resources.gpus is unset and the operator's "
+        "default, KUBETUNE_TRAINER_DEFAULT_GPUS, is 0)",
     )
 
 

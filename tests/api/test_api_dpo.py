@@ -17,7 +17,7 @@ from kubetune_api.service import FieldError, ObjectMeta, build_object, build_spe
 from kubetune_api.settings import Settings
 from kubetune_api.validation import parse_dataset_url
 from kubetune_api.views import record_from_obj
-from kubetune_crd.spec import DpoSpec
+from kubetune_crd.method import DpoSpec
 
 ROOT = "/var/lib/kubetune/datasets"
 JOB_ID = "ft_20240115_103045_abc123"

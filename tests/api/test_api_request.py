@@ -279,3 +279,29 @@ def test_tracking_reaches_the_spec_and_never_a_metadata_address() -> None:
         with pytest.raises(FieldError) as info:
             check_tracking(bad, Settings(), lambda host: in_cluster[host])
         assert info.value.field == "tracking" and "not allowed" in info.value.message
+
+
+# -- method qlora: accepted with a GPU, refused naming the field without ------------------------
+def test_qlora_is_an_adapter_method_through_spec_and_echo() -> None:
+    req, spec = _spec({"method": "qlora", "lora": {"r": 8}, "resources": {"gpus": 1}})
+    assert spec.method.type == "qlora" and spec.method.adapter
+    echo = start_config(req.dataset_url, spec).model_dump()
+    assert echo["method"] == "qlora" and echo["lora"]["r"] == 8  # adapter settings echoed
+    _, unset = _spec({"method": "qlora"})  # unset gpus: the operator's default decides
+    assert unset.resources.gpus is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"method": "qlora", "resources": {"gpus": 0}}, "method", "needs a GPU"),
+        ({"method": "qlora", "distributed": {"strategy": "fsdp"}}, "distributed", "not fsdp"),
+    ],
+)
+def test_qlora_without_a_gpu_or_under_fsdp_names_the_field(
+    body: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(FieldError) as info:
+        _spec(body)
+    assert info.value.field == field and words in info.value.message
+    assert "lora" in info.value.message

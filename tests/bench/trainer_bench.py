@@ -3,9 +3,13 @@
 seeds and machine; runs alternate in one invocation, each in its own process (peak RSS is per
 run).
 
-Reported per mode: real (non-pad) tokens/s of the training loop, the held-out eval loss after
-the same real tokens (both see every training example the same number of times, scored by the
-same function), peak RSS, and the tokens the batches really held (`pad_fraction`). Batch sizes
+Reported per model (`--model`, repeatable: tiny, smollm2, llama-1b or a directory; see
+bench_models.py) and mode: real (non-pad) tokens/s of the training loop, the held-out eval loss
+after the same real tokens (both see every training example the same number of times, scored by
+the same function), peak memory (GPU: `torch.cuda.max_memory_allocated` over the training
+loop; CPU: peak RSS of the run's process), MFU (6 * N * tokens/s / the device's bf16 peak, the
+peak printed; n/a on a CPU unless `--peak-flops`), and the tokens the batches really held
+(`pad_fraction`). Batch sizes
 give both about the same real tokens per optimizer step and the packed length is picked so
 both take the same number of steps (same warmup and linear decay), so the eval losses compare
 the same optimisation work, not just the same data.
@@ -16,10 +20,12 @@ percent from seed to seed, so it is compared as the mean over the rounds' seeds,
 per-round differences are printed to show that spread. Throughput: medians, and per round.
 
     .venv/bin/python tests/bench/trainer_bench.py [--rounds 4] [--epochs 2] [--with-hf-packed]
-        [--model DIR] [--warmup-rounds N]
+        [--model tiny|smollm2|llama-1b|DIR ...] [--warmup-rounds N] [--peak-flops F]
+    # a lent GPU (issue 18): both real-weight and ~1B models, one warm-up round first
+    .venv/bin/python tests/bench/trainer_bench.py --model smollm2 --model llama-1b --rounds 3
 
-Last line: `throughput_ratio_vs_hf_padded: X.XX` (kubetune / HF padded, medians). Goal: >= 2.0
-with eval losses within 2%.
+Last line per model: `throughput_ratio_vs_hf_padded: X.XX` (kubetune / HF padded, medians).
+Goal: >= 2.0 with eval losses within 2% (CPU, tiny); on a GPU see issue 18.
 """
 
 from __future__ import annotations
@@ -36,9 +42,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_models
+import hf_baseline
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MODES = ("kubetune", "hf_padded")
+MB = 1024 * 1024
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
@@ -99,7 +109,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     prepare_environment()
     quiet_libraries()
     import torch
-    from kubetune_crd.spec import HyperparametersSpec, MethodSpec
+    from kubetune_crd.method import MethodSpec
+    from kubetune_crd.spec import HyperparametersSpec
+    from kubetune_trainer import fast_paths
     from kubetune_trainer.checkpoints import TrainState
     from kubetune_trainer.modeling import load_model
     from kubetune_trainer.packing import pack
@@ -137,7 +149,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     packed_length = pack_length(args, train, hp.batch_size)
+    if device.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    fast = "none"
     if args.child == "kubetune":
+        fast = fast_paths.enable(model, device, args.torch_compile).describe()
         rows = pack(train, packed_length, True, args.seed)
         schedule = Schedule(len(rows), hp.batch_size, 1, hp.seed)
         total = schedule.total_steps(hp)
@@ -161,12 +178,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         flat = packed_attention_enabled(model, device)
         processed = _kubetune_processed(rows, schedule, total, flat)
     else:
-        seconds, steps, processed = _hf_train(
+        seconds, steps, processed = hf_baseline.train(
             args, model, tokenizer, train, hp, pad_id, packed_length
         )
 
+    peak_mb = _peak_memory_mb(device)
     eval_loss = evaluate(model, eval_rows, 8, pad_id, device)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "mode": args.child,
         "batch_size": hp.batch_size,
@@ -178,12 +195,21 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "real_tokens_per_s": round(real_tokens / seconds, 1),
         "pad_fraction": round(1 - real_tokens / processed, 3),
         "eval_loss": eval_loss,
-        "peak_rss_mb": round(rss_mb, 1),
+        "peak_memory_mb": round(peak_mb, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "fast_paths": fast,
     }
 
 
-def _length(feature: Any) -> int:
-    return len(feature["input_ids"]) if isinstance(feature, dict) else len(feature)
+def _peak_memory_mb(device: Any) -> float:
+    """GPU: the most memory torch allocated since the reset before training; CPU: peak RSS
+    of this process (the run has it to itself)."""
+    import torch
+
+    if device.device.type == "cuda":
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated()) / MB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _kubetune_processed(rows: list[Any], schedule: Any, total: int, flatten: bool) -> int:
@@ -195,90 +221,6 @@ def _kubetune_processed(rows: list[Any], schedule: Any, total: int, flatten: boo
             lengths = [len(rows[i]) for i in idx]
             processed += sum(lengths) if flatten else max(lengths) * len(lengths)
     return processed
-
-
-def _hf_train(
-    args: argparse.Namespace,
-    model: Any,
-    tokenizer: Any,
-    train: list[Any],
-    hp: Any,
-    pad_id: int,
-    packed_length: int,
-) -> tuple[float, int, int]:
-    """transformers.Trainer: per-batch padding (DataCollatorForSeq2Seq), or our packed rows."""
-    import math
-
-    import torch
-    from kubetune_trainer.packing import collate, pack
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-
-    if args.child == "hf_packed":
-        rows = pack(train, packed_length, True, args.seed)
-        features: list[Any] = rows
-
-        def collator(batch: list[Any]) -> dict[str, Any]:
-            b = collate(batch, pad_id)
-            return {"input_ids": b.input_ids, "labels": b.labels, "position_ids": b.position_ids}
-
-        data_collator: Any = collator
-        padded_counter = rows
-    else:
-        features = [{"input_ids": e.input_ids, "labels": e.labels} for e in train]
-        data_collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-        padded_counter = None
-
-    class ListDataset(torch.utils.data.Dataset[Any]):
-        def __len__(self) -> int:
-            return len(features)
-
-        def __getitem__(self, i: int) -> Any:
-            return features[i]
-
-    steps_per_epoch = math.ceil(len(features) / hp.batch_size)
-    total = steps_per_epoch * hp.epochs
-    processed = 0
-    real = 0
-
-    def counting(batch: list[Any]) -> Any:
-        nonlocal processed, real
-        out = data_collator(batch)
-        processed += int(out["input_ids"].numel())
-        real += sum(_length(f) for f in batch)
-        return out
-
-    with tempfile.TemporaryDirectory() as out_dir:
-        targs = TrainingArguments(
-            output_dir=out_dir,
-            per_device_train_batch_size=hp.batch_size,
-            num_train_epochs=hp.epochs,
-            learning_rate=hp.learning_rate,
-            warmup_steps=math.ceil(total * hp.warmup_ratio),
-            weight_decay=0.0,
-            lr_scheduler_type="linear",
-            max_grad_norm=1.0,
-            seed=hp.seed,
-            logging_strategy="no",
-            save_strategy="no",
-            eval_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            use_cpu=not torch.cuda.is_available(),
-            # Same precision as the kubetune loop (bf16 autocast over fp32 weights on a GPU).
-            bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
-            remove_unused_columns=False,
-        )
-        trainer = Trainer(
-            model=model, args=targs, train_dataset=ListDataset(), data_collator=counting
-        )
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-    del padded_counter
-    expected = sum(_length(f) for f in features) * hp.epochs
-    assert real == expected, (real, expected)  # every example seen `epochs` times
-    return seconds, total, processed
 
 
 def _device_name() -> str:
@@ -297,61 +239,48 @@ def _child_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def parent(args: argparse.Namespace) -> int:
-    from kubetune_trainer.tiny_model import build_tiny_model
+def _child_cmd(args: argparse.Namespace, model: str, mode: str, seed: int) -> list[str]:
+    flags = {
+        "--child": mode,
+        "--model": model,
+        "--dataset": args.dataset,
+        "--epochs": args.epochs,
+        "--max-seq-length": args.max_seq_length,
+        "--hf-batch-size": args.hf_batch_size,
+        "--learning-rate": args.learning_rate,
+        "--seed": seed,
+        "--split-seed": args.seed,
+        "--pack-length": args.pack_length,
+    }
+    compile_flag = ["--torch-compile"] if args.torch_compile else []
+    return [sys.executable, __file__, *(str(x) for kv in flags.items() for x in kv), *compile_flag]
 
-    modes = list(MODES) + (["hf_packed"] if args.with_hf_packed else [])
-    with tempfile.TemporaryDirectory() as tmp:
-        if not args.model:
-            args.model = str(build_tiny_model(Path(tmp) / "tiny"))
-        print(
-            f"model={args.model} dataset={args.dataset} epochs={args.epochs} "
-            f"max_seq_length={args.max_seq_length} hf_batch={args.hf_batch_size} "
-            f"lr={args.learning_rate} rounds={args.rounds} cpus={os.cpu_count()} "
-            f"device={_device_name()} omp_wait_policy={args.omp_wait_policy}",
-            flush=True,
-        )
-        results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
-        warmup = args.warmup_rounds if args.warmup_rounds >= 0 else int(_device_name() != "cpu")
-        for round_ in range(-warmup, args.rounds):
-            order = modes if round_ % 2 == 0 else list(reversed(modes))
-            for mode in order:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    mode,
-                    "--model",
-                    args.model,
-                    "--dataset",
-                    args.dataset,
-                    "--epochs",
-                    str(args.epochs),
-                    "--max-seq-length",
-                    str(args.max_seq_length),
-                    "--hf-batch-size",
-                    str(args.hf_batch_size),
-                    "--learning-rate",
-                    str(args.learning_rate),
-                    "--seed",
-                    str(args.seed + round_),
-                    "--split-seed",
-                    str(args.seed),
-                    "--pack-length",
-                    str(args.pack_length),
-                ]
-                out = subprocess.run(
-                    cmd, capture_output=True, text=True, check=False, env=_child_env(args)
-                )
-                if out.returncode != 0:
-                    print(out.stderr[-3000:], file=sys.stderr)
-                    return 1
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-                if round_ < 0:  # the first runs on a fresh GPU machine pay its cold start
-                    print(f"warm-up (not counted) {json.dumps(result)}", flush=True)
-                    continue
-                results[mode].append(result)
-                print(f"round {round_ + 1} {json.dumps(result)}", flush=True)
+
+def _rounds(args: argparse.Namespace, model: str, modes: list[str]) -> dict[str, list[Any]] | None:
+    """Alternating rounds of every mode (after the warm-up rounds): their results by mode."""
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    warmup = args.warmup_rounds if args.warmup_rounds >= 0 else int(_device_name() != "cpu")
+    for round_ in range(-warmup, args.rounds):
+        for mode in modes if round_ % 2 == 0 else list(reversed(modes)):
+            cmd = _child_cmd(args, model, mode, args.seed + round_)
+            out = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, env=_child_env(args)
+            )
+            if out.returncode != 0:
+                print(out.stderr[-3000:], file=sys.stderr)
+                return None
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            if round_ < 0:  # the first runs on a fresh GPU machine pay its cold start
+                print(f"warm-up (not counted) {json.dumps(result)}", flush=True)
+                continue
+            results[mode].append(result)
+            print(f"round {round_ + 1} {json.dumps(result)}", flush=True)
+    return results
+
+
+def _report(args: argparse.Namespace, name: str, results: dict[str, list[Any]]) -> None:
+    """The per-model table, the paired per-round figures, MFU and the ratio lines."""
+    modes = list(results)
 
     def med(mode: str, key: str) -> float:
         return float(statistics.median(r[key] for r in results[mode]))
@@ -359,43 +288,76 @@ def parent(args: argparse.Namespace) -> int:
     def mean(mode: str, key: str) -> float:
         return float(statistics.fmean(r[key] for r in results[mode]))
 
+    device = _device_name()
+    peak, source = bench_models.peak_flops(device, args.peak_flops)
+    memory = "peak_gpu_mb" if device != "cpu" else "peak_rss_mb"
     print(
-        "\nmode        real_tok/s  eval_loss  pad_frac  steps  batch  seq_len  peak_rss_mb"
-        "   (tok/s, pad, rss: medians; eval_loss: mean over the rounds' seeds)"
+        f"\n[{name}] mode        real_tok/s  eval_loss  pad_frac  steps  batch  seq_len "
+        f"{memory:>12}    mfu   (tok/s, pad, memory: medians; eval_loss: mean over seeds)"
     )
     for mode in modes:
+        tok_s = med(mode, "real_tokens_per_s")
+        util = bench_models.mfu(int(med(mode, "parameters")), tok_s, peak)
         print(
-            f"{mode:<11} {med(mode, 'real_tokens_per_s'):>10.1f} {mean(mode, 'eval_loss'):>10.4f} "
+            f"[{name}] {mode:<11} {tok_s:>10.1f} {mean(mode, 'eval_loss'):>10.4f} "
             f"{med(mode, 'pad_fraction'):>9.3f} {int(med(mode, 'steps')):>6} "
             f"{int(med(mode, 'batch_size')):>6} {int(med(mode, 'seq_length')):>8} "
-            f"{med(mode, 'peak_rss_mb'):>12.1f}"
+            f"{med(mode, 'peak_memory_mb'):>12.1f} "
+            f"{'n/a' if util is None else f'{100 * util:.1f}%':>6}"
         )
+    n = int(med("kubetune", "parameters"))
+    print(f"[{name}] kubetune fast paths: {results['kubetune'][0]['fast_paths']}")
+    print(f"[{name}] MFU = 6 * N * real_tok/s / peak, N = {n:,} parameters, peak: {source}")
     # Paired by round (same seed, same machine moment): the spread shows the run-to-run noise.
-    ratios = [
-        k["real_tokens_per_s"] / h["real_tokens_per_s"]
-        for k, h in zip(results["kubetune"], results["hf_padded"], strict=True)
-    ]
-    diffs = [
-        100 * (k["eval_loss"] - h["eval_loss"]) / h["eval_loss"]
-        for k, h in zip(results["kubetune"], results["hf_padded"], strict=True)
-    ]
-    print("per-round throughput ratio: " + " ".join(f"{r:.2f}" for r in ratios))
-    print("per-round eval loss diff:   " + " ".join(f"{d:+.2f}%" for d in diffs))
+    pairs = list(zip(results["kubetune"], results["hf_padded"], strict=True))
+    ratios = [k["real_tokens_per_s"] / h["real_tokens_per_s"] for k, h in pairs]
+    diffs = [100 * (k["eval_loss"] - h["eval_loss"]) / h["eval_loss"] for k, h in pairs]
+    print(f"[{name}] per-round throughput ratio: " + " ".join(f"{r:.2f}" for r in ratios))
+    print(f"[{name}] per-round eval loss diff:   " + " ".join(f"{d:+.2f}%" for d in diffs))
     kt, hf = mean("kubetune", "eval_loss"), mean("hf_padded", "eval_loss")
     spread = f" (per-round sd {statistics.stdev(diffs):.2f}%)" if len(diffs) > 1 else ""
-    print(f"eval_loss_diff_vs_hf_padded: {100 * (kt - hf) / hf:+.2f}%{spread}")
-    if args.with_hf_packed:
+    print(f"[{name}] eval_loss_diff_vs_hf_padded: {100 * (kt - hf) / hf:+.2f}%{spread}")
+    memory_ratio = med("kubetune", "peak_memory_mb") / med("hf_padded", "peak_memory_mb")
+    print(f"[{name}] peak_memory_ratio_vs_hf_padded: {memory_ratio:.2f}")
+    if "hf_packed" in results:
         ratio_loop = med("kubetune", "real_tokens_per_s") / med("hf_packed", "real_tokens_per_s")
-        print(f"loop_ratio_vs_hf_trainer_packed: {ratio_loop:.2f}")
+        print(f"[{name}] loop_ratio_vs_hf_trainer_packed: {ratio_loop:.2f}")
     ratio = med("kubetune", "real_tokens_per_s") / med("hf_padded", "real_tokens_per_s")
-    print(f"throughput_ratio_vs_hf_padded: {ratio:.2f}")
+    print(f"[{name}] throughput_ratio_vs_hf_padded: {ratio:.2f}")
+
+
+def parent(args: argparse.Namespace) -> int:
+    modes = list(MODES) + (["hf_packed"] if args.with_hf_packed else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(args.cache_dir or tmp)
+        for name in args.model or ["tiny"]:
+            model = str(bench_models.resolve(name, cache))
+            print(
+                f"model={model} dataset={args.dataset} epochs={args.epochs} "
+                f"max_seq_length={args.max_seq_length} hf_batch={args.hf_batch_size} "
+                f"lr={args.learning_rate} rounds={args.rounds} cpus={os.cpu_count()} "
+                f"device={_device_name()} omp_wait_policy={args.omp_wait_policy}",
+                flush=True,
+            )
+            results = _rounds(args, model, modes)
+            if results is None:
+                return 1
+            _report(args, name, results)
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--child", choices=[*MODES, "hf_packed"], help=argparse.SUPPRESS)
-    parser.add_argument("--model", default="", help="model directory (default: build the tiny one)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="tiny (default), smollm2, llama-1b or a model directory; repeat for several",
+    )
+    parser.add_argument("--cache-dir", default="", help="keep the built models here (reruns)")
+    parser.add_argument(
+        "--peak-flops", type=float, default=0.0, help="peak bf16 FLOP/s for MFU (default: table)"
+    )
     parser.add_argument("--dataset", default="frigo_training.jsonl", help="packaged sample file")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
@@ -425,10 +387,16 @@ def main() -> int:
         help="untimed rounds first (default: 1 on a GPU, whose first runs pay a cold start)",
     )
     parser.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="kubetune mode: torch.compile each decoder layer (hyperparameters.torchCompile)",
+    )
+    parser.add_argument(
         "--with-hf-packed", action="store_true", help="also time HF Trainer on packed rows"
     )
     args = parser.parse_args()
     if args.child:
+        args.model = args.model[0]
         print(json.dumps(child(args)))
         return 0
     return parent(args)

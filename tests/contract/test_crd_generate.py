@@ -100,7 +100,7 @@ def test_schema_carries_validation_and_defaults() -> None:
     }
     assert hp["batchSize"]["maximum"] == 16 and hp["batchSize"]["default"] == 4
     assert hp["learningRate"]["default"] == 2e-5
-    assert spec["properties"]["method"]["properties"]["type"]["enum"] == ["lora", "full"]
+    assert spec["properties"]["method"]["properties"]["type"]["enum"] == ["lora", "qlora", "full"]
     assert set(spec["required"]) == {"model", "dataset"}
     assert spec["properties"]["output"]["oneOf"] == [{"required": ["pvc"]}, {"required": ["s3"]}]
     assert "description" in spec["properties"]["dataset"]["properties"]["url"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubetune_crd.catalog import load_catalog
 from kubetune_crd.resource import FineTuneJob
 from kubetune_operator.capabilities import ServerCapabilities
@@ -11,11 +12,13 @@ from kubetune_operator.refusals import (
     ClaimUse,
     access_modes,
     claims_of,
+    gpu_refusal,
     indexed_jobs_refusal,
     storage_refusal,
 )
 from kubetune_operator.run_plan import RunPlan, Topology, plan_for
 from kubetune_operator.settings import OperatorSettings
+from pydantic import ValidationError
 
 V120 = ServerCapabilities(version=(1, 20), indexed_jobs=False, git_version="v1.20.2")
 TWO = Topology(nodes=2, gpus_per_node=1)
@@ -89,3 +92,28 @@ def test_access_modes_are_the_claims_and_its_volumes() -> None:
         "ReadOnlyMany",
     }
     assert access_modes({}) == set()
+
+
+def test_qlora_on_the_default_of_zero_gpus_is_refused_naming_the_setting() -> None:
+    obj = FineTuneJob.from_k8s(
+        {
+            "metadata": {"name": "j", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "model": "tiny",
+                "dataset": {"url": "data/t.csv"},
+                "method": {"type": "qlora"},
+            },
+        }
+    )
+    refusal = gpu_refusal(obj, Topology(nodes=1, gpus_per_node=0))
+    assert refusal is not None and refusal.permanent and refusal.refusal == "GpuRequired"
+    assert "needs a GPU" in refusal.message and "KUBETUNE_TRAINER_DEFAULT_GPUS" in refusal.message
+    assert gpu_refusal(obj, Topology(nodes=1, gpus_per_node=1)) is None
+    lora, _ = plan({})
+    assert gpu_refusal(lora, Topology(nodes=1, gpus_per_node=0)) is None  # lora runs on CPU
+
+
+def test_qlora_with_zero_gpus_asked_is_invalid_for_the_typed_model() -> None:
+    with pytest.raises(ValidationError) as info:
+        plan({"method": {"type": "qlora"}, "resources": {"gpus": 0}})
+    assert info.value.errors()[0]["loc"][-2:] == ("method", "type")

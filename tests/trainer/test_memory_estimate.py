@@ -137,3 +137,18 @@ def test_a_run_that_fits_or_nearly_fits_is_not_refused(gpu_gib: float) -> None:
 def test_nothing_fits_says_so() -> None:
     message = does_not_fit_message(LLAMA_7B, LORA, 1.0)
     assert message is not None and "no single change fits" in message
+
+
+def test_qlora_keeps_the_base_in_four_bits_and_is_suggested_when_lora_does_not_fit() -> None:
+    lora, qlora = LORA, dataclasses.replace(LORA, method="qlora")
+    p = LLAMA_7B.parameters
+    t = LLAMA_7B.lora_parameters(LORA.lora_rank)
+    assert estimate_memory(LLAMA_7B, lora).weights == 2 * p + 4 * t
+    assert estimate_memory(LLAMA_7B, qlora).weights == p // 2 + 4 * t
+    assert estimate_memory(LLAMA_7B, qlora).total < estimate_memory(LLAMA_7B, lora).total
+    # A GPU between the two estimates: QLoRA is the one change named that fits.
+    gpu = (
+        estimate_memory(LLAMA_7B, qlora).total_gib + estimate_memory(LLAMA_7B, lora).total_gib
+    ) / 2
+    tips = suggestions(LLAMA_7B, dataclasses.replace(lora, gradient_checkpointing=True), gpu)
+    assert any(tip.startswith("method qlora instead of lora") for tip in tips), tips

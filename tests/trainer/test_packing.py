@@ -114,7 +114,8 @@ def test_pack_resets_positions_and_masks_boundaries() -> None:
 def test_packed_loss_equals_separate_losses(tiny_model: Path, tokenizer: Any) -> None:
     """Examples in one packed row do not see each other: same loss as one by one."""
     import torch
-    from kubetune_crd.spec import DatasetSpec, MethodSpec
+    from kubetune_crd.method import MethodSpec
+    from kubetune_crd.spec import DatasetSpec
     from kubetune_trainer.formats import load_table
     from kubetune_trainer.modeling import load_model
     from kubetune_trainer.runtime import pick_device
@@ -161,7 +162,8 @@ def test_packed_attention_matches_the_masked_sdpa_path(
 ) -> None:
     """The per-example attention (CPU path, flattened batch, logits on label positions only)
     gives the loss AND gradients of transformers' own masked SDPA on the padded batch."""
-    from kubetune_crd.spec import DatasetSpec, MethodSpec
+    from kubetune_crd.method import MethodSpec
+    from kubetune_crd.spec import DatasetSpec
     from kubetune_trainer.formats import load_table
     from kubetune_trainer.modeling import load_model, trainable_parameters
     from kubetune_trainer.runtime import pick_device

@@ -260,7 +260,7 @@ def prompts_of(cfg: TrainerRunConfig) -> EvaluationSpec | None:
 def answers_before(cfg: TrainerRunConfig, model: Any, tokenizer: Any) -> list[str] | None:
     """The base model's answers before full fine-tuning (LoRA: None, answered at the end)."""
     evaluation = prompts_of(cfg)
-    if evaluation is None or cfg.spec.method.type == "lora":
+    if evaluation is None or cfg.spec.method.adapter:
         return None
     hp = cfg.spec.hyperparameters
     return answer(

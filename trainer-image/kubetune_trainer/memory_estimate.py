@@ -4,7 +4,8 @@ The CPU pre-flight runs before any GPU is requested, so it cannot measure: it es
 fails a run that clearly cannot fit (with what would fit) instead of letting it die of an
 out-of-memory error after the GPU was scheduled. Per training process, in bytes:
 
-    weights      full: 4 P (fp32 master weights)      lora: 2 P (bf16 frozen base; 4 P on CPU)
+    weights      full: 4 P (fp32 master weights)      lora: 2 P (bf16 frozen base; 4 P on CPU;
+                                                       qlora: P / 2, a 4-bit NF4 base) + 4 T
     gradients    full: 4 P                             lora: 4 T
     optimizer    full: 8 P (AdamW: two fp32 moments)   lora: 4 T (fp32 adapter) + 8 T
                  (fsdp shards weights, gradients and optimizer state across the W processes:
@@ -134,7 +135,8 @@ def estimate_memory(model: ModelShape, run: RunShape) -> MemoryEstimate:
         weights, gradients, optimizer = 4 * p // share, 4 * p // share, 8 * p // share
     else:
         t = model.lora_parameters(run.lora_rank)
-        weights = (2 if run.bf16 else 4) * p + 4 * t
+        base = 0.5 if run.method == "qlora" else (2 if run.bf16 else 4)  # NF4: 4 bits
+        weights = int(base * p) + 4 * t
         gradients, optimizer = 4 * t, 8 * t
     tokens = run.batch_size * run.seq_len
     per_layer_full = tokens * model.hidden_size * ACTIVATION_BYTES_PER_ELEMENT_FACTOR * act // 2
@@ -163,6 +165,10 @@ def suggestions(model: ModelShape, run: RunShape, gpu_gib: float) -> list[str]:
         gib = _fits(model, dataclasses.replace(run, method="lora"), gpu_gib)
         if gib is not None:
             out.append(f"method lora instead of full (~{gib:.1f} GiB)")
+    if run.method == "lora" and run.bf16:
+        gib = _fits(model, dataclasses.replace(run, method="qlora"), gpu_gib)
+        if gib is not None:
+            out.append(f"method qlora instead of lora (~{gib:.1f} GiB)")
     if not run.gradient_checkpointing:
         gib = _fits(model, dataclasses.replace(run, gradient_checkpointing=True), gpu_gib)
         if gib is not None:

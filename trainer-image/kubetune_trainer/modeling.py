@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kubetune_crd.spec import MethodSpec
+from kubetune_crd.method import MethodSpec
 
 from kubetune_trainer.errors import BadInputError, RetryableError
 from kubetune_trainer.memory_estimate import ModelShape
@@ -67,25 +67,36 @@ def model_shape(ref: str) -> ModelShape:
 
 
 def load_model(ref: str, method: MethodSpec, device: DeviceInfo, grad_ckpt: bool) -> Any:
-    """The model on `device`, LoRA-wrapped for method lora; fp32 master weights for full."""
+    """The model on `device`, LoRA-wrapped for lora and qlora (over a 4-bit base); fp32
+    master weights for full."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from kubetune_trainer import quantization
+
     check_model_ref(ref)
-    lora = method.type == "lora"
+    lora = method.adapter
     dtype = torch.bfloat16 if (device.bf16 and lora) else torch.float32
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype)
+        if method.type == "qlora":
+            model: Any = quantization.load_4bit(ref, device)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise _load_error(ref, exc) from None
     model.config.use_cache = False
-    model.to(device.device)
-    if grad_ckpt:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if method.type == "qlora":  # placed on its GPU by the load; norms to fp32
+        model = quantization.prepare_for_training(model, grad_ckpt)
+    else:
+        model.to(device.device)
+        if grad_ckpt:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        if grad_ckpt:
+        if grad_ckpt and method.type == "lora":
             model.enable_input_require_grads()
         config = LoraConfig(
             r=method.lora.r,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubetune_crd.spec import MethodSpec
+from kubetune_crd.method import ADAPTER_METHODS, MethodSpec
 
 from kubetune_trainer.distributed import Dist
 from kubetune_trainer.runtime import DeviceInfo
@@ -32,7 +32,7 @@ def resolve_strategy(requested: str, method: str, world_size: int) -> Plan:
     if world_size <= 1:
         return "single"
     if requested == "auto":
-        return "ddp" if method == "lora" else "fsdp"
+        return "ddp" if method in ADAPTER_METHODS else "fsdp"
     if requested in ("ddp", "fsdp"):
         return "ddp" if requested == "ddp" else "fsdp"
     raise ValueError(f"unknown distributed strategy {requested!r}")

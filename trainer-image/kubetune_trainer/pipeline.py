@@ -10,7 +10,7 @@ order); rank 0 alone reports progress and writes the model.
 
 from __future__ import annotations
 
-import random
+import logging
 import shutil
 import tempfile
 import time
@@ -21,7 +21,7 @@ from typing import Any
 from kubetune_crd.status import Metrics, Progress, Sample
 from kubetune_crd.trainer_contract import TrainerResult, TrainerRunConfig
 
-from kubetune_trainer import evaluation
+from kubetune_trainer import evaluation, fast_paths, quantization, runtime
 from kubetune_trainer.checkpointing import Checkpointer
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.distributed import SINGLE, Dist
@@ -56,6 +56,9 @@ from kubetune_trainer.train import (
 from kubetune_trainer.train import train_loop as run_loop
 
 Details = dict[str, Any]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,6 +134,10 @@ def run_job(
     """Run the job; returns the result and a details dict (the validation report).
     `world_size`: the processes the report plans for (default: this run's);
     `target_device` / `gpu_memory_gib`: what the validation report plans for."""
+    if not validate_only:  # refused before the data is fetched (the GPU check needs torch)
+        import torch
+
+        quantization.require_device(cfg.spec.method, "cuda" if torch.cuda.is_available() else "cpu")
     own_work = work_dir is None
     work = work_dir or Path(tempfile.mkdtemp(prefix="kubetune-trainer-"))
     try:
@@ -219,15 +226,6 @@ def _already_stored(run: Run, existing: StoredModel) -> TrainerResult:
     )
 
 
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
     """The model on this process's device, wrapped for the run's strategy, its optimizer, and
     the state of the newest complete checkpoint of this run when there is one."""
@@ -235,10 +233,11 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
 
     cfg, hp, dist = run.cfg, run.hp, run.dist
     device = pick_device(dist.local_rank, dist.local_world_size)
-    _seed_everything(hp.seed)
+    runtime.seed_everything(hp.seed)
     strategy = resolve_strategy(
         cfg.spec.distributed.strategy, cfg.spec.method.type, dist.world_size
     )
+    quantization.require_device(cfg.spec.method, device.device.type, strategy)
     # FSDP loads on the CPU and moves only this process's shards to the device.
     load_on = DeviceInfo(torch.device("cpu"), device.bf16, "cpu") if strategy == "fsdp" else device
     model = load_model(cfg.base_model, cfg.spec.method, load_on, hp.gradient_checkpointing)
@@ -248,6 +247,8 @@ def _load_model(run: Run, plan: DataPlan, tokenizer: Any) -> Setup:
         reference = reference_model(
             cfg.base_model, cfg.spec.method, strategy, load_on, device, dist
         )
+    fast = fast_paths.enable(model, device, hp.torch_compile)
+    log.info("fast paths: %s", fast.describe())
     run.agree_stop("loading")
     par = wrap(model, strategy, device, dist)
     optimizer, scheduler = make_optimizer(par.model, hp, plan.total_steps, device)

@@ -123,7 +123,7 @@ def estimate(
     hp = cfg.spec.hyperparameters
     epochs = plan.total_steps / max(plan.schedule.steps_per_epoch, 1)
     tokens = int(plan.train_tokens_per_epoch * epochs)
-    factor = 4 if cfg.spec.method.type == "lora" else 6  # forward+backward FLOPs per param-token
+    factor = 4 if cfg.spec.method.adapter else 6  # forward+backward FLOPs per param-token
     if plan.preference:
         factor += 2  # the reference model's forward pass
     rate = flops or ASSUMED_FLOPS.get(device_type, ASSUMED_FLOPS["cpu"])

@@ -262,9 +262,9 @@ def evaluate_pairs(
 def reference_model(
     base_model: str, method: Any, strategy: str, load_on: DeviceInfo, device: DeviceInfo, dist: Dist
 ) -> Any | None:
-    """None for LoRA (the policy with its adapter disabled is the reference); for full
+    """None for LoRA and QLoRA (the policy with its adapter disabled is the reference); for full
     fine-tuning a frozen copy of the base model, sharded like the policy under FSDP."""
-    if method.type == "lora":
+    if method.adapter:
         return None
     from trl.trainer.utils import disable_dropout_in_model
 

@@ -101,3 +101,15 @@ def pick_device(local_rank: int = 0, local_processes: int = 1) -> DeviceInfo:
         return DeviceInfo(torch.device("cuda", local_rank), bf16, name)
     torch.set_num_threads(threads_per_process(local_processes))
     return DeviceInfo(torch.device("cpu"), False, "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's generators from one seed (a rerun is bit-identical)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

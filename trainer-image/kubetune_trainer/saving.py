@@ -17,7 +17,7 @@ from kubetune_crd import names
 from kubetune_crd.status import MODEL_FILES_MAX, Metrics, ModelFile, ModelInfo, Sample
 from kubetune_crd.trainer_contract import TrainerRunConfig
 
-from kubetune_trainer import __version__
+from kubetune_trainer import __version__, quantization
 from kubetune_trainer.errors import BadInputError, RetryableError
 from kubetune_trainer.model_cache import BaseModelPin
 from kubetune_trainer.output import JobIdentity, S3Store, StoredModel, VolumeStore
@@ -97,8 +97,11 @@ def _write_files(cfg: TrainerRunConfig, model: Any, tokenizer: Any, staging: Pat
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if method.type == "lora" and method.merge_adapter:
-            merged = model.merge_and_unload()
+        if method.adapter and method.merge_adapter:
+            if method.type == "qlora":  # not into the 4-bit weights: a bf16 reload of the base
+                merged = quantization.merged_from_base(cfg.base_model, staging)
+            else:
+                merged = model.merge_and_unload()
             merged.save_pretrained(staging / "merged", safe_serialization=True)
             tokenizer.save_pretrained(staging / "merged")
     except OSError as exc:

@@ -85,7 +85,7 @@ def run_params(cfg: TrainerRunConfig) -> dict[str, str]:
         "strategy": spec.distributed.strategy,
         **spec.hyperparameters.model_dump(),
     }
-    if spec.method.type == "lora":
+    if spec.method.adapter:
         lora = spec.method.lora
         params.update(lora_r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout)
     if spec.method.objective == "dpo":

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from kubetune_crd.spec import HyperparametersSpec
 from kubetune_crd.status import Progress
 
+from kubetune_trainer import fast_paths
 from kubetune_trainer.checkpoints import TrainState
 from kubetune_trainer.dataset import IGNORE
 from kubetune_trainer.distributed import SINGLE, Dist
@@ -102,6 +103,9 @@ def loss_sum(model: Any, batch: Batch, device: DeviceInfo, forward: Any = None) 
         kwargs["logits_to_keep"] = keep
         context = attention.packed_attention(model)
     runner = model if forward is None else forward
+    if fast_paths.fused_loss(model):  # GPU, Liger: the loss without materialising logits
+        with autocast(device):
+            return fast_paths.model_loss(runner, ids, positions, labels)
     with context, autocast(device):
         logits = runner(input_ids=ids, position_ids=positions, use_cache=False, **kwargs).logits
     if "logits_to_keep" in kwargs and logits.dim() == 2:
