@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetune_trainer.durable import fsync_dir, fsync_file
+
 MARKER = "COMPLETE"
 STATE = "state.json"
 PARAMS = "trainable.safetensors"
@@ -60,25 +62,11 @@ class TrainState:
         return cls(**data)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
-
-
 def _fsync_tree(path: Path) -> None:
     for file in path.iterdir():
         if file.is_file():
-            with file.open("rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(path)
+            fsync_file(file)
+    fsync_dir(path)
 
 
 def complete_checkpoints(root: Path, fingerprint: str | None = None) -> list[tuple[int, Path]]:
@@ -155,7 +143,7 @@ def commit(root: Path, tmp: Path, step: int, keep: int) -> Path:
         f.write(f"{step}\n")
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(root)
+    fsync_dir(root)
     prune(root, keep)
     return final
 

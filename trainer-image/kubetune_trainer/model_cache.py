@@ -38,6 +38,7 @@ from kubetune_crd import names
 from kubetune_crd.hub import HubRef, HubRefError, is_hub_ref, parse_hub_ref
 from kubetune_crd.trainer_contract import TrainerRunConfig
 
+from kubetune_trainer.durable import fsync_dir, fsync_file
 from kubetune_trainer.errors import BadInputError, RetryableError
 from kubetune_trainer.hub import HubClient, HubFile, describe, hub_client, mismatch
 
@@ -168,8 +169,7 @@ def _download(
                 )
     shutil.rmtree(partial / ".cache", ignore_errors=True)  # huggingface_hub's download records
     for hub_file in files:  # durable before the marker says so
-        with (partial / hub_file.name).open("rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(partial / hub_file.name)
     marker = {
         "repo": ref.repo_id,
         "commit": commit,
@@ -189,7 +189,7 @@ def _download(
     if snapshot.exists():  # a snapshot without a valid marker: never used, replaced
         shutil.rmtree(snapshot)
     partial.rename(snapshot)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return downloaded
 
 
@@ -198,14 +198,6 @@ def _write_synced(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def cache_root(cfg: TrainerRunConfig, work: Path) -> Path:

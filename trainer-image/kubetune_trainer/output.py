@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 from kubetune_crd.names import MODEL_MANIFEST
 
+from kubetune_trainer.durable import fsync_dir, fsync_file
 from kubetune_trainer.errors import BadInputError
 from kubetune_trainer.sources import classify_s3_error, s3_client, split_s3_uri
 
@@ -103,14 +103,9 @@ def _make_readable(root: Path) -> None:
 
 def _fsync_tree(root: Path) -> None:
     for path in iter_files(root):
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(path)
     for directory in sorted({p.parent for p in iter_files(root)} | {root}, reverse=True):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(directory)
 
 
 def _check_existing(manifest: dict[str, Any], job: JobIdentity, where: str) -> None:
@@ -176,11 +171,7 @@ class VolumeStore:
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise BadInputError(f"cannot store the model at {target}: {exc}") from None
-        fd = os.open(self.models_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.models_dir)
         size = sum(f["size"] for f in manifest["files"])
         return StoredModel(str(target), manifest, size, manifest_sha256=_sha256(body))
 

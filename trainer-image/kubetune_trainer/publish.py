@@ -44,6 +44,7 @@ from kubetune_crd import names
 from kubetune_crd.promotion import ALIAS_PATTERN, ALIASES_DIR, pointer_filename
 from kubetune_crd.trainer_contract import TERMINATION_ENV, TERMINATION_MESSAGE_PATH, ExitCode
 
+from kubetune_trainer.durable import fsync_dir
 from kubetune_trainer.errors import BadInputError, RetryableError
 
 FORMATS = (names.FORMAT_LORA, names.FORMAT_LORA + names.MERGED_SUFFIX, names.FORMAT_FULL)
@@ -115,14 +116,6 @@ def _alias_lock(aliases: Path, alias: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomically(target: Path, body: bytes) -> None:
     """Temporary file in the same directory, fsync, rename over `target`, fsync the directory."""
     tmp = target.parent / f".{target.name}.tmp{secrets.token_hex(6)}"
@@ -135,7 +128,7 @@ def write_atomically(target: Path, body: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def publish_volume(
