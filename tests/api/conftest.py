@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubetune_crd.resource import GROUP, PLURAL, VERSION
 from kubetune_local.testing import temporary_namespace
 
 from api.api_proc import ApiProcess
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
 
 
 @pytest.fixture(scope="session")

@@ -12,44 +12,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubetune_crd.resource import GROUP, VERSION
+from support.registry_records import finetuned_model_record
 
 from api.api_proc import ApiProcess
 from api.conftest import TENANT_KEYS
 
 pytestmark = pytest.mark.cluster
-
-GROUP, VERSION = "kubetune.io", "v1alpha1"
-
-
-def model_record(name: str, job: str, metrics: dict[str, float]) -> dict[str, Any]:
-    """A FineTunedModel as the operator writes it (named like its job)."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FineTunedModel",
-        "metadata": {"name": job},
-        "spec": {
-            "job": job,
-            "method": "lora",
-            "model": {
-                "name": name,
-                "path": f"models/{name}",
-                "uri": f"pvc://kubetune-models/models/{name}",
-                "format": "peft-lora",
-                "baseModel": "/var/lib/kubetune/models/base/kubetune-tiny",
-                "baseModelAlias": "tiny",
-                "sizeBytes": 5 * 1024 * 1024,
-                "created": "2026-12-04T10:00:00Z",
-            },
-            "dataset": {
-                "url": "data/f.csv",
-                "sha256": "ab" * 32,
-                "validationSplit": 0.1,
-                "seed": 42,
-            },
-            "hyperparameters": {"epochs": 1},
-            "metrics": metrics,
-        },
-    }
 
 
 def create_alias(
@@ -120,7 +89,9 @@ def test_a_model_whose_job_is_gone_keeps_its_figures(
     api: ApiProcess, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
     metrics = {"evalLossBefore": 2.5, "evalLossAfter": 1.25, "bitsPerByteAfter": 0.75}
-    record = model_record("frigo-a", "ft-20261204-100000-abcdef", metrics)
+    record = finetuned_model_record(
+        "frigo-a", job="ft-20261204-100000-abcdef", metrics=metrics, size_bytes=5 * 1024 * 1024
+    )
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "finetunedmodels", record)
     with api.client() as http:
         assert http.get("/api/finetune/jobs").json()["total"] == 0  # no job left

@@ -20,6 +20,7 @@ from kubetune_cli.main import EXIT_REJECTED, main
 from kubetune_crd.names import parse_time
 from kubetune_crd.registry import ALIAS_PLURAL, MODEL_PLURAL
 from kubetune_local.testing import wait_for
+from support.registry_records import finetuned_model_record
 
 from api.api_proc import ApiProcess
 from api.conftest import GROUP, VERSION
@@ -34,44 +35,25 @@ FILES = [
 
 
 def _record(name: str, base: str, bpb: float, *, sha: str = SHA, minute: int = 0) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FineTunedModel",
-        "metadata": {"name": f"ft-{name}"},
-        "spec": {
-            "job": f"ft-{name}",
-            "method": "lora",
-            "model": {
-                "name": name,
-                "path": f"models/{name}",
-                "uri": f"pvc://kubetune-models/models/{name}",
-                "format": "peft-lora",
-                "baseModel": f"/var/lib/kubetune/models/base/{base}",
-                "baseModelAlias": base,
-                "sizeBytes": 3 * 1024 * 1024 + 712,
-                "created": f"2026-12-04T10:{minute:02d}:00Z",
-                "datasetSha256": sha,
-                "files": FILES,
-                "manifestSha256": "03" * 32,
-            },
-            "dataset": {
-                "url": "data/frigo_training.jsonl",
-                "sha256": sha,
-                "validationSplit": 0.1,
-                "seed": 42,
-            },
-            "hyperparameters": {"epochs": 2, "seed": 42},
-            "metrics": {
-                "evalLossBefore": 3.8,
-                "evalLossAfter": 2.5,
-                "bitsPerByteBefore": 2.0,
-                "bitsPerByteAfter": bpb,
-            },
-            "samples": [
-                {"prompt": "Frigo fait bruit fort", "before": "?", "after": "Compresseur."}
-            ],
+    return finetuned_model_record(
+        name,
+        job=f"ft-{name}",
+        metrics={
+            "evalLossBefore": 3.8,
+            "evalLossAfter": 2.5,
+            "bitsPerByteBefore": 2.0,
+            "bitsPerByteAfter": bpb,
         },
-    }
+        base_model=f"/var/lib/kubetune/models/base/{base}",
+        base_model_alias=base,
+        size_bytes=3 * 1024 * 1024 + 712,
+        created=f"2026-12-04T10:{minute:02d}:00Z",
+        model_extra={"datasetSha256": sha, "files": FILES, "manifestSha256": "03" * 32},
+        dataset_url="data/frigo_training.jsonl",
+        dataset_sha256=sha,
+        hyperparameters={"epochs": 2, "seed": 42},
+        samples=[{"prompt": "Frigo fait bruit fort", "before": "?", "after": "Compresseur."}],
+    )
 
 
 def _create(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:

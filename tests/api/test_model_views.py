@@ -20,38 +20,27 @@ from kubetune_api.model_views import (
 )
 from kubetune_api.views import record_from_obj
 from kubetune_crd.registry import ModelAlias
+from support.registry_records import finetuned_model_record
 
 SHA = "cd" * 32
 
 
 def _record(name: str, bpb: float | None, *, sha: str = SHA, seed: int = 42) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTunedModel",
-        "metadata": {
-            "name": f"job-{name}",
-            "namespace": "team-a",
-            "creationTimestamp": "2026-12-04T10:00:00Z",
-        },
-        "spec": {
-            "job": f"job-{name}",
-            "method": "lora",
-            "model": {
-                "name": name,
-                "path": f"models/{name}",
-                "uri": f"pvc://kubetune-models/models/{name}",
-                "format": "peft-lora",
-                "baseModel": "/models/tiny",
-                "baseModelAlias": "tiny",
-                "sizeBytes": 3 * 1024 * 1024,
-                "created": f"2026-12-04T10:{len(name):02d}:00Z",
-            },
-            "dataset": {"url": "data/f.jsonl", "sha256": sha, "validationSplit": 0.1, "seed": seed},
-            "hyperparameters": {"seed": seed},
-            "metrics": {"bitsPerByteBefore": 2.0, "bitsPerByteAfter": bpb},
-            "samples": [{"prompt": "Hi?", "before": "eh", "after": "Hello!"}],
-        },
-    }
+    """A record as read back from the cluster (its namespace and creation time set)."""
+    return finetuned_model_record(
+        name,
+        job=f"job-{name}",
+        metrics={"bitsPerByteBefore": 2.0, "bitsPerByteAfter": bpb},
+        namespace="team-a",
+        creation_timestamp="2026-12-04T10:00:00Z",
+        base_model="/models/tiny",
+        created=f"2026-12-04T10:{len(name):02d}:00Z",
+        dataset_url="data/f.jsonl",
+        dataset_sha256=sha,
+        seed=seed,
+        hyperparameters={"seed": seed},
+        samples=[{"prompt": "Hi?", "before": "eh", "after": "Hello!"}],
+    )
 
 
 def _job(name: str, model: str) -> Any:

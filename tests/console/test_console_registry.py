@@ -15,43 +15,14 @@ from typing import Any
 import pytest
 from api.api_proc import ApiProcess
 from kubernetes import client
+from kubetune_crd.resource import GROUP, VERSION
+from support.registry_records import finetuned_model_record
 
 from console.conftest import browser_errors, text_of, wait_js
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION = "kubetune.io", "v1alpha1"
 NONE = "\u2013"  # the console's "not known" sign (an en dash)
-
-
-def _record(name: str, job: str, metrics: dict[str, float], created: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FineTunedModel",
-        "metadata": {"name": job},
-        "spec": {
-            "job": job,
-            "method": "lora",
-            "model": {
-                "name": name,
-                "path": f"models/{name}",
-                "uri": f"pvc://kubetune-models/models/{name}",
-                "format": "peft-lora",
-                "baseModel": "/var/lib/kubetune/models/base/kubetune-tiny",
-                "baseModelAlias": "tiny",
-                "sizeBytes": 3 * 1024 * 1024,
-                "created": created,
-            },
-            "dataset": {
-                "url": "data/f.csv",
-                "sha256": "ab" * 32,
-                "validationSplit": 0.1,
-                "seed": 42,
-            },
-            "hyperparameters": {"epochs": 1},
-            "metrics": metrics,
-        },
-    }
 
 
 def _cells(page: Any, selector: str) -> list[tuple[str, list[str]]]:
@@ -74,18 +45,18 @@ def test_models_page_shows_figures_from_records_and_aliases(
         live_job = started.json()["job_id"]
     gone_job = "ft-20261204-100000-abcdef"  # its FineTuneJob was deleted: only the record is left
     records = [
-        _record(
+        finetuned_model_record(
             "frigo-a",
-            gone_job,
-            {"evalLossBefore": 2.5, "evalLossAfter": 1.25, "bitsPerByteBefore": 1.5,
-             "bitsPerByteAfter": 0.75},
-            "2026-12-04T10:00:00Z",
+            job=gone_job,
+            metrics={"evalLossBefore": 2.5, "evalLossAfter": 1.25, "bitsPerByteBefore": 1.5,
+                     "bitsPerByteAfter": 0.75},
+            created="2026-12-04T10:00:00Z",
         ),
-        _record(
+        finetuned_model_record(
             "frigo-b",
-            live_job.replace("_", "-"),
-            {"evalLossBefore": 2.5, "evalLossAfter": 2.0, "bitsPerByteAfter": 1.0},
-            "2026-12-05T10:00:00Z",
+            job=live_job.replace("_", "-"),
+            metrics={"evalLossBefore": 2.5, "evalLossAfter": 2.0, "bitsPerByteAfter": 1.0},
+            created="2026-12-05T10:00:00Z",
         ),
     ]  # fmt: skip
     for record in records:
