@@ -92,6 +92,9 @@ def _wait(check: Any, timeout: float, what: str, logs: list[Path]) -> Any:
     raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
 
+ASK_INTERVAL_SECONDS = 0.5
+
+
 @pytest.fixture
 def served(stack: E2EStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """vLLM on the base model, and the sidecar in front of it, on the stack's models claim."""
@@ -126,7 +129,13 @@ def served(stack: E2EStack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             str(vllm_port),
         ],
         logs[0],
-        {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"},
+        # One core for vLLM's OpenMP threads: on a 2-core machine its spinning threads on every
+        # core starve the trainer pod that trains the next version meanwhile.
+        {
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "VLLM_CPU_OMP_THREADS_BIND": "0",
+        },
     )
     sidecar = _spawn(
         [
@@ -190,6 +199,7 @@ def test_promotions_reach_vllm_with_zero_failed_requests(
             while not stop.is_set():
                 resp = _ask(asker)
                 seen.append((resp.status_code, resp.json().get("model", resp.text[:200])))
+                stop.wait(ASK_INTERVAL_SECONDS)  # a steady client, not a load test
 
     asker = threading.Thread(target=keep_asking)
     asker.start()

@@ -136,7 +136,7 @@ def test_invalid_specs_are_rejected_by_the_apiserver(
     cases = {
         "epochs": {"hyperparameters": {"epochs": 50}},
         "batch": {"hyperparameters": {"batchSize": 0}},
-        "method": {"method": {"type": "qlora"}},
+        "method": {"method": {"type": "prefix-tuning"}},
         "two-outputs": {"output": {"pvc": {"claimName": "a"}, "s3": {"uri": "s3://bucket/x"}}},
         "bad-claim": {"output": {"pvc": {"claimName": "Not_A_Name"}}},
         "bad-gpus": {"resources": {"gpus": -1}},

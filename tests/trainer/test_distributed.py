@@ -82,8 +82,12 @@ def test_two_processes_train_one_model_and_rank_0_alone_reports(
     assert steps == list(range(1, report["totalSteps"] + 1))
     assert all(p["tokensPerSecond"] > 0 for p in run.progress())
     assert len(run.result_lines()) == 1
-    posted = [b["step"] for _, _, b in ProgressSink.received if b.get("stage") == "training"]
-    assert posted and posted == sorted(set(posted))  # one sender: no step posted twice
+    bodies = [b for _, _, b in ProgressSink.received]
+    posted = [b["step"] for b in bodies if b.get("stage") == "training"]
+    assert posted and posted == sorted(posted)  # one sender: the status never goes back
+    # One sender: each step's metric point is delivered once (two would deliver it twice).
+    points = [p["step"] for b in bodies for p in b["points"] if p.get("kind", "train") == "train"]
+    assert points == list(range(1, report["totalSteps"] + 1))
 
     result = run.result()
     assert result["outcome"] == "succeeded" and "on 2 processes (ddp)" in result["message"]
