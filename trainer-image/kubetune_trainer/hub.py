@@ -33,6 +33,7 @@ from kubetune_trainer.sources import (
     FetchedDataset,
     IPAddress,
     Resolver,
+    checked_address,
     is_public_address,
     system_resolver,
 )
@@ -137,22 +138,17 @@ def check_endpoint(url: str, allow_internal: bool, resolver: Resolver = system_r
         raise BadInputError(
             f"{names.ENV_HF_ENDPOINT} {url!r} needs a host and no credentials, query or fragment"
         )
-    host = parts.hostname
-    try:
-        addresses: list[IPAddress] = [ipaddress.ip_address(host)]
-    except ValueError:
-        addresses = resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
-    if not addresses:
-        raise RetryableError(f"Hub endpoint host {host!r} has no address")
-    policy = internal_address_ok if allow_internal else is_public_address
-    refused = [str(a) for a in addresses if not policy(a)]
-    if refused:
-        raise BadInputError(
-            f"Hub endpoint host {host!r} resolves to a refused address ({', '.join(refused)}): "
-            "only public addresses"
-            + (" or loopback/private ones" if allow_internal else "")
-            + " are allowed"
-        )
+    checked_address(
+        parts.hostname,
+        parts.port or (443 if parts.scheme == "https" else 80),
+        resolver,
+        internal_address_ok if allow_internal else is_public_address,
+        what="Hub endpoint host",
+        refused_kind="refused",
+        allowed="only public addresses"
+        + (" or loopback/private ones" if allow_internal else "")
+        + " are allowed",
+    )
     return url.rstrip("/")
 
 

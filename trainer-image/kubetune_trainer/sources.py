@@ -109,19 +109,29 @@ def system_resolver(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
-def _checked_address(host: str, port: int, resolver: Resolver, policy: AddressPolicy) -> str:
+def checked_address(
+    host: str,
+    port: int,
+    resolver: Resolver,
+    policy: AddressPolicy,
+    what: str = "dataset host",
+    allowed: str = "only public https URLs are allowed",
+    refused_kind: str = "non-public",
+) -> str:
+    """The first address of `host` (a literal IP or resolved); BadInputError when any of its
+    addresses is refused by `policy` (the dataset and Hub endpoint guards share it)."""
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         literal = None
     addresses = [literal] if literal is not None else resolver(host, port)
     if not addresses:
-        raise RetryableError(f"dataset host {host!r} has no address")
+        raise RetryableError(f"{what} {host!r} has no address")
     refused = [str(a) for a in addresses if not policy(a)]
     if refused:
         raise BadInputError(
-            f"dataset host {host!r} resolves to a non-public address ({', '.join(refused)}); "
-            "only public https URLs are allowed"
+            f"{what} {host!r} resolves to a {refused_kind} address ({', '.join(refused)}); "
+            + allowed
         )
     return str(addresses[0])
 
@@ -169,7 +179,7 @@ def fetch_https(
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         host, port, path = _validate_https(current)
-        ip = _checked_address(host, port, resolver, policy)
+        ip = checked_address(host, port, resolver, policy)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RetryableError(f"dataset download exceeded {timeout_s:.0f}s")
